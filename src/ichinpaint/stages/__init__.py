@@ -1,0 +1,1 @@
+"""Thin stage modules: parse options, call the library, write outputs atomically."""
