@@ -31,4 +31,6 @@ def test_gantry_tilt_is_measured_from_the_step():
 
 def test_position_along_normal_orders_axial_slices_by_z():
     iop = [1, 0, 0, 0, 1, 0]
-    assert volume.position_along_normal([0, 0, 10], iop) > volume.position_along_normal([5, 5, 5], iop)
+    assert volume.position_along_normal([0, 0, 10], iop) > volume.position_along_normal(
+        [5, 5, 5], iop
+    )
