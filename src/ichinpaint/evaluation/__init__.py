@@ -1,0 +1,9 @@
+"""Turning anomaly maps into decisions and measuring them (the `evaluate` stage's library).
+
+- `postprocess`: erosion, median filter, components, 3-D consistency, slice scores
+  (shared with the review app);
+- `thresholds`: decision thresholds, chosen on healthy validation data only;
+- `calibration`: patient-level cross-fitted slice probabilities;
+- `metrics`: metric functions defined on degenerate inputs;
+- `submission`, `plots`, `gallery`: the Kaggle CSV, DVC plot tables, overlay PNGs.
+"""

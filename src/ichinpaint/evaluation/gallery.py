@@ -1,0 +1,85 @@
+"""Overlay pictures of detections, for people: CT, anomaly colour map, outlines.
+
+Each PNG shows the slice twice side by side: the CT in the brain window alone,
+then the same CT with the anomaly map as a colour overlay, the post-processed
+detections outlined in cyan and the ground truth (where it exists) in red.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ichinpaint.constants import SUBTYPES  # noqa: E402
+from ichinpaint.io import atomic_path  # noqa: E402
+
+DETECTION_COLOUR = "cyan"
+TRUTH_COLOUR = "red"
+
+
+def select_examples(slices: pd.DataFrame, per_category: int) -> pd.DataFrame:
+    """Rows worth looking at, with a ``category`` column.
+
+    `slices` needs ``predicted`` (bool), ``score``, ``any`` and the subtype columns.
+    Categories: ``tp_<subtype>`` (detected bleeds of that subtype, highest score
+    first), ``fn`` (missed bleeds, highest score first: the near misses) and ``fp``
+    (healthy slices called positive, highest score first: the worst alarms).
+    """
+    chosen = []
+    ranked = slices.sort_values("score", ascending=False, kind="stable")
+    positive = ranked["any"].astype(int) == 1
+    for subtype in SUBTYPES:
+        hits = ranked[positive & ranked["predicted"] & (ranked[subtype].astype(int) == 1)]
+        chosen.append(hits.head(per_category).assign(category=f"tp_{subtype}"))
+    chosen.append(ranked[positive & ~ranked["predicted"]].head(per_category).assign(category="fn"))
+    chosen.append(ranked[~positive & ranked["predicted"]].head(per_category).assign(category="fp"))
+    return pd.concat(chosen, ignore_index=True)
+
+
+def _outline(ax: plt.Axes, mask: np.ndarray | None, colour: str) -> None:
+    if mask is not None and np.asarray(mask).any():
+        ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=colour, linewidths=0.8)
+
+
+def render_overlay(
+    path: str | Path,
+    ct: np.ndarray,
+    anomaly: np.ndarray,
+    detections: np.ndarray,
+    truth: np.ndarray | None,
+    *,
+    title: str,
+    vmax: float,
+) -> None:
+    """Write one overlay PNG (atomically). `vmax`: anomaly value shown at full colour."""
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4), dpi=120)
+    for ax in axes:
+        ax.imshow(ct, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_axis_off()
+    shown = np.ma.masked_less_equal(np.asarray(anomaly, dtype=float), 0.0)
+    image = axes[1].imshow(shown, cmap="inferno", vmin=0, vmax=max(vmax, 1e-6), alpha=0.6)
+    _outline(axes[1], detections > 0, DETECTION_COLOUR)
+    _outline(axes[1], truth, TRUTH_COLOUR)
+    fig.colorbar(image, ax=axes[1], fraction=0.046, pad=0.04, label="anomaly (x 80 HU)")
+    axes[0].set_title("CT (brain window)", fontsize=8)
+    axes[1].set_title("anomaly, detections (cyan), truth (red)", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def render_message(path: str | Path, message: str) -> None:
+    """A PNG that says why there is nothing to show (the gallery folder is never empty)."""
+    fig = plt.figure(figsize=(4, 1.2), dpi=100)
+    fig.text(0.5, 0.5, message, ha="center", va="center", fontsize=9, wrap=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
