@@ -42,9 +42,15 @@ def select_examples(slices: pd.DataFrame, per_category: int) -> pd.DataFrame:
     return pd.concat(chosen, ignore_index=True)
 
 
-def _outline(ax: plt.Axes, mask: np.ndarray | None, colour: str) -> None:
+def _outline(ax: plt.Axes, mask: np.ndarray | None, colour: str, width: float, style: str) -> None:
     if mask is not None and np.asarray(mask).any():
-        ax.contour(np.asarray(mask, dtype=float), levels=[0.5], colors=colour, linewidths=0.8)
+        ax.contour(
+            np.asarray(mask, dtype=float),
+            levels=[0.5],
+            colors=colour,
+            linewidths=width,
+            linestyles=style,
+        )
 
 
 def render_overlay(
@@ -64,11 +70,12 @@ def render_overlay(
         ax.set_axis_off()
     shown = np.ma.masked_less_equal(np.asarray(anomaly, dtype=float), 0.0)
     image = axes[1].imshow(shown, cmap="inferno", vmin=0, vmax=max(vmax, 1e-6), alpha=0.6)
-    _outline(axes[1], detections > 0, DETECTION_COLOUR)
-    _outline(axes[1], truth, TRUTH_COLOUR)
+    # Detections wide and solid, truth thin and dashed: both stay visible where they agree.
+    _outline(axes[1], detections > 0, DETECTION_COLOUR, 1.8, "solid")
+    _outline(axes[1], truth, TRUTH_COLOUR, 0.9, "dashed")
     fig.colorbar(image, ax=axes[1], fraction=0.046, pad=0.04, label="anomaly (x 80 HU)")
     axes[0].set_title("CT (brain window)", fontsize=8)
-    axes[1].set_title("anomaly, detections (cyan), truth (red)", fontsize=8)
+    axes[1].set_title("anomaly, detections (cyan), truth (red, dashed)", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
