@@ -14,18 +14,20 @@ Encodings (how HU are stored):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from ichinpaint import dicom
 from ichinpaint.constants import LABELS
 
 ENCODINGS = ("signed", "unsigned", "rsna12")
@@ -101,10 +103,22 @@ class SliceSpec:
     labels: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
 
 
+@contextlib.contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """No validation warnings or log lines while building files with RSNA's ``ID_...`` UIDs."""
+    settings = pydicom.config.settings
+    previous = settings.writing_validation_mode
+    settings.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        with dicom.quiet_pydicom():
+            yield
+    finally:
+        settings.writing_validation_mode = previous
+
+
 def make_dataset(spec: SliceSpec) -> Dataset:
     """A CT image dataset as RSNA ships them (no SliceThickness/SliceLocation/InstanceNumber)."""
-    with warnings.catch_warnings():  # RSNA's ID_... UIDs are not valid UIDs; RSNA uses them
-        warnings.simplefilter("ignore", UserWarning)
+    with quiet_pydicom():  # RSNA's ID_... UIDs are not valid UIDs; RSNA uses them
         return _make_dataset(spec)
 
 
@@ -144,14 +158,17 @@ def _make_dataset(spec: SliceSpec) -> Dataset:
     return ds
 
 
-def write_dicom(path: str | os.PathLike, spec: SliceSpec) -> Path:
+def save_dataset(ds: Dataset, path: str | os.PathLike) -> Path:
+    """Save as a DICOM Part 10 file, without pydicom's warnings about RSNA's UIDs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds = make_dataset(spec)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with quiet_pydicom():
         ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def write_dicom(path: str | os.PathLike, spec: SliceSpec) -> Path:
+    return save_dataset(make_dataset(spec), path)
 
 
 def truncate_file(path: str | os.PathLike, drop_bytes: int) -> None:
@@ -230,3 +247,69 @@ def write_rsna_dir(root: str | os.PathLike, specs: Iterable[SliceSpec], extra_ro
         write_dicom(root / "stage_2_train" / f"{spec.image_id}.dcm", spec)
     write_label_csv(root / "stage_2_train.csv", label_rows(specs) + list(extra_rows))
     return root
+
+
+@dataclass
+class QuirkyDataset:
+    """An RSNA-layout directory with every quirk once, and what the stages should make of it."""
+
+    root: Path
+    specs: list[SliceSpec]  # every slice written as a readable file
+    expected_reason: dict[str, str]  # image_id -> exclusion reason at the filter stage
+    duplicated_rows: int
+    refused_series: dict[str, str]  # series_uid -> reason at the nifti stage
+
+
+def write_quirky_dataset(root: str | os.PathLike) -> QuirkyDataset:
+    """Twelve patients, thirteen series, every quirk of the real download once.
+
+    Series 1-6 healthy, 7-8 with hemorrhage, patient 9 has two series, 10 is tilted,
+    11 uses the RSNA 12-bit encoding with MultiValue windows, 12 is a non-square
+    unsigned series. Series 3 loses its middle slice to truncation (so the nifti
+    stage must refuse it: uneven spacing); series 4 has a top slice without label
+    rows; the CSV lists four images twice, names one image that has no file, and one
+    file is not DICOM at all.
+    """
+    root = Path(root)
+    by_series: dict[int, list[SliceSpec]] = {}
+    for n in range(1, 9):
+        by_series[n] = series_specs(
+            number=n, n_slices=4, hemorrhage_slices=(1, 2) if n >= 7 else ()
+        )
+    by_series[9] = series_specs(number=9, n_slices=3)
+    by_series[13] = series_specs(number=13, n_slices=3, patient_number=9)
+    by_series[10] = series_specs(number=10, n_slices=4, tilt_deg=18)
+    by_series[11] = series_specs(number=11, n_slices=4, encoding="rsna12", multivalue_window=True)
+    by_series[12] = series_specs(number=12, n_slices=4, encoding="unsigned", matrix=(12, 20))
+    by_series[4] = series_specs(number=4, n_slices=5)
+    specs = [s for n in sorted(by_series) for s in by_series[n]]
+    for spec in specs:
+        write_dicom(root / "stage_2_train" / f"{spec.image_id}.dcm", spec)
+
+    def by_k(n: int, k: int) -> SliceSpec:
+        return sorted(by_series[n], key=lambda s: s.ipp[2])[k]
+
+    truncated = by_k(3, 1)
+    truncate_file(root / "stage_2_train" / f"{truncated.image_id}.dcm", 200)
+    unlabelled = by_k(4, 4)
+    labelled = [s for s in specs if s is not unlabelled]
+    rows = label_rows(labelled)
+    rows += label_rows([by_k(1, 0), by_k(7, 1), by_k(10, 2), by_k(11, 3)])  # four images twice
+    missing_file = hex_id("ID_", 0xFFFFFF)
+    rows += [(f"{missing_file}_{name}", 0) for name in LABELS]
+    junk = hex_id("ID_", 0xEEEEEE)
+    (root / "stage_2_train" / f"{junk}.dcm").write_bytes(b"not a DICOM file")
+    rows += [(f"{junk}_{name}", 0) for name in LABELS]
+    write_label_csv(root / "stage_2_train.csv", rows)
+    return QuirkyDataset(
+        root=root,
+        specs=specs,
+        expected_reason={
+            truncated.image_id: "corrupt_pixel_data",
+            unlabelled.image_id: "no_label_row",
+            missing_file: "no_file",
+            junk: "unreadable_header",
+        },
+        duplicated_rows=24,
+        refused_series={truncated.series_uid: "uneven_spacing"},
+    )

@@ -81,10 +81,16 @@ class SeriesRefused(Exception):
 
 @contextlib.contextmanager
 def quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's value-validation warnings (RSNA's ``ID_...`` UIDs trigger them)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        yield
+    """Skip pydicom's value validation (RSNA's ``ID_...`` UIDs fail it) and its warnings."""
+    settings = pydicom.config.settings
+    previous = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        settings.reading_validation_mode = previous
 
 
 def image_id_from_path(path: str | os.PathLike) -> str:
