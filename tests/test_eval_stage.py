@@ -50,9 +50,9 @@ def anomaly_slice(lesion: bool, scale: float = 1.0) -> np.ndarray:
     return image * scale
 
 
-def build(root, *, with_truth=True, test_scale=1.0):
+def build(root, *, with_truth=True, test_scale=1.0, series=None):
     rows = []
-    for s_i, (uid, (patient, split, bleeds, fps, unused)) in enumerate(SERIES.items()):
+    for s_i, (uid, (patient, split, bleeds, fps, unused)) in enumerate((series or SERIES).items()):
         png_dir = root / "data/processed/png" / uid
         png_dir.mkdir(parents=True)
         maps, truth, ids = [], [], []
@@ -118,7 +118,17 @@ def run_stage(root, *extra):
         ("submission", "data/submission.csv"),
     ]:
         argv += [f"--{name}", str(root / rel)]
-    argv += ["--median_size", "1", "--n_splits", "4", "--gallery_per_category", "2", *extra]
+    argv += [
+        "--median_size",
+        "1",
+        "--n_splits",
+        "4",
+        "--gallery_per_category",
+        "1",
+        "--n_jobs",
+        "1",
+        *extra,
+    ]
     assert cli.main(argv) == 0
     return json.loads((root / "metrics/detection.json").read_text())
 
@@ -196,3 +206,28 @@ def test_missing_detection_volume_is_named(tmp_path):
     (tmp_path / "data/detections/ID_b000000003.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match="ID_b000000003"):
         run_stage(tmp_path)
+
+
+def test_a_test_set_without_bleeds_gives_nulls_not_crashes(tmp_path):
+    healthy_only = {
+        uid: (p, split, {}, fps, unused) for uid, (p, split, _, fps, unused) in SERIES.items()
+    }
+    build(tmp_path, series=healthy_only)
+    m = run_stage(tmp_path)
+    for key in ("slice_auroc", "slice_ap", "slice_sensitivity", "pixel_auroc", "dice_upper_bound"):
+        assert m[key] is None, key
+    assert m["dice"] == 0.0  # the false alarm against an empty truth
+    assert m["slice_specificity"] == pytest.approx(14 / 15)
+    assert m["test_positive_slices"] == 0
+    sub = pd.read_csv(tmp_path / "data/submission.csv")
+    assert sub["Label"].between(0, 1).all() and len(sub) == 16 * 6
+
+
+def test_stage_defaults_equal_params_yaml():
+    from pathlib import Path
+
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["evaluate"]
+    args = cli.build_parser(["evaluate"]).parse_args(["evaluate"])
+    assert {key: getattr(args, key) for key in params} == params

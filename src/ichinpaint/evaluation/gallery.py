@@ -77,7 +77,9 @@ def render_overlay(
     axes[0].set_title("CT (brain window)", fontsize=8)
     axes[1].set_title("anomaly, detections (cyan), truth (red, dashed)", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(
+        left=0.01, right=0.9, bottom=0.02, top=0.84, wspace=0.05
+    )  # fixed: tight_layout is slow
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

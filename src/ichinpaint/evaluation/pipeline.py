@@ -71,8 +71,10 @@ class Settings:
     gallery_per_category: int = 3
     canvas: int = 256
     img_size: int = 64
-    # Pixel values kept per series for percentiles and pixel curves (Dice and
-    # component counts always use every pixel); bounds memory on real data.
+    # Pixel values kept per series (a fixed random subset) for the validation
+    # percentile and for the test pixel curves; Dice and component counts always use
+    # every pixel. Bounds memory on thousands of real series.
+    max_validation_pixels_per_series: int = 20_000
     max_pixels_per_series: int = 200_000
     n_jobs: int = 1
 
@@ -227,7 +229,9 @@ def validation_values(task: SeriesTask) -> dict[str, Any]:
         scores.append(slice_scores(cleaned[k], eroded[k])[task.settings.reduction])
     values = np.concatenate(pixels) if pixels else np.zeros(0, np.float32)
     return {
-        "pixels": _subsample(values, task.settings.max_pixels_per_series, task.series_uid),
+        "pixels": _subsample(
+            values, task.settings.max_validation_pixels_per_series, task.series_uid
+        ),
         "scores": np.asarray(scores, dtype=float),
         "rows": used[["image_id", "split", "any"]],
     }
