@@ -245,13 +245,18 @@ def decode_hu(ds: Dataset) -> np.ndarray:
         raise ValueError(f"pixel array has shape {stored.shape}, expected one 2-D frame")
     slope = float(ds.get("RescaleSlope", 1) or 1)
     if needs_rsna_12bit_fix(ds):
-        x = stored.astype(np.int32) + 1000
-        x[x >= 4096] -= 4096
-        hu = x * slope - 1000.0
+        values = stored.astype(np.int32) + 1000
+        values[values >= 4096] -= 4096
+        intercept = -1000.0
     else:
-        hu = stored.astype(np.float64) * slope + float(ds.get("RescaleIntercept", 0) or 0)
+        values = stored.astype(np.int32)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope == 1 and intercept.is_integer():  # the usual CT case: stay in integers (fast)
+        hu = values + int(intercept)
+    else:
+        hu = np.rint(values * slope + intercept)
     info = np.iinfo(np.int16)
-    return np.clip(np.rint(hu), info.min, info.max).astype(np.int16)
+    return np.clip(hu, info.min, info.max).astype(np.int16)
 
 
 @dataclass
