@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from ichinpaint import brainmask, volume
 
@@ -174,3 +175,9 @@ def test_model_method_errors_name_the_file(tmp_path):
         brainmask.extract_brain(
             np.zeros((4, 4, 1)), np.eye(4), method="model", model_path=str(junk)
         )
+
+
+def test_fill_holes_matches_scipy():
+    rng = np.random.default_rng(3)
+    mask = rng.random((30, 25, 6)) < 0.55
+    np.testing.assert_array_equal(brainmask.fill_holes(mask), ndimage.binary_fill_holes(mask))

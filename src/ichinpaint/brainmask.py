@@ -46,32 +46,35 @@ def voxel_spacing(affine: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
 
 
-def _erode_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    # Distance (mm) to the nearest background voxel: an exact ball erosion, any anisotropy.
-    if radius_mm <= 0 or not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(mask, sampling=spacing) > radius_mm
+def box_half_widths(radius_mm: float, spacing: np.ndarray) -> tuple[int, ...]:
+    """Half-widths in voxels, per axis, of a box reaching `radius_mm` (0 where a voxel is thicker)."""
+    return tuple(int(h) for h in np.floor(radius_mm / np.asarray(spacing) + 0.5))
 
 
-def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    if radius_mm <= 0 or not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+def erode_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Erosion by a box of +-`radius_mm` along each axis.
+
+    A box (not a ball) because it is separable: scipy's running minimum costs the
+    same for any radius, which keeps 512 x 512 x 40 volumes at about a second.
+    """
+    size = [2 * h + 1 for h in box_half_widths(radius_mm, spacing)]
+    return ndimage.minimum_filter(mask.astype(np.uint8), size=size, mode="nearest").astype(bool)
+
+
+def dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Dilation by the same box as `erode_mm`."""
+    size = [2 * h + 1 for h in box_half_widths(radius_mm, spacing)]
+    return ndimage.maximum_filter(mask.astype(np.uint8), size=size, mode="nearest").astype(bool)
 
 
 def open_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """Morphological opening with a ball of `radius_mm`: cuts bridges thinner than 2 x radius."""
-    return _dilate_mm(_erode_mm(mask, radius_mm, spacing), radius_mm, spacing)
+    """Opening: removes structures and cuts bridges thinner than about 2 x `radius_mm`."""
+    return dilate_mm(erode_mm(mask, radius_mm, spacing), radius_mm, spacing)
 
 
 def close_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """Morphological closing with a ball of `radius_mm`; the volume is padded so edges stay put."""
-    if radius_mm <= 0 or not mask.any():
-        return mask.copy()
-    pad = np.ceil(radius_mm / spacing).astype(int) + 1
-    padded = np.pad(mask, [(p, p) for p in pad])
-    closed = _erode_mm(_dilate_mm(padded, radius_mm, spacing), radius_mm, spacing)
-    return closed[tuple(slice(p, -p) for p in pad)]
+    """Closing: fills gaps and notches narrower than about 2 x `radius_mm`."""
+    return erode_mm(dilate_mm(mask, radius_mm, spacing), radius_mm, spacing)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -84,6 +87,22 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(sizes.argmax())
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill every background region that does not touch the volume's border.
+
+    Same result as ``ndimage.binary_fill_holes`` (face connectivity) by labelling the
+    background once, which is several times faster on 512 x 512 x 40 volumes.
+    """
+    labels, _ = ndimage.label(~mask)
+    border = np.concatenate(
+        [np.moveaxis(labels, axis, 0)[[0, -1]].ravel() for axis in range(labels.ndim)]
+    )
+    outside = np.zeros(labels.max() + 1, dtype=bool)
+    outside[border] = True
+    outside[0] = False  # label 0 is the mask itself
+    return ~outside[labels]
+
+
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     """Fill enclosed holes slice by slice (axis 2): ventricles and dark CSF that a 3-D fill
     misses because they open onto the next slice."""
@@ -93,16 +112,18 @@ def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def median_in_plane(hu: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """In-plane median over a square of about 2 x `radius_mm` per side.
+def smooth_in_plane(hu: np.ndarray, sigma_mm: float, spacing: np.ndarray) -> np.ndarray:
+    """Gaussian smoothing within each slice, after clipping HU to [-100, 200].
 
-    A median (unlike a Gaussian) keeps the brain-skull edge where it is: a voxel next
-    to 1000 HU bone stays brain instead of being pushed over the bone threshold.
+    The clip keeps 1000 HU bone from bleeding into the brain next to it (a voxel
+    beside the skull stays below the bone threshold) while noise is still averaged.
     """
-    half = np.rint(radius_mm / spacing[:2]).astype(int) if radius_mm > 0 else np.zeros(2, int)
-    if not half.any():
-        return hu
-    return ndimage.median_filter(hu, size=(2 * half[0] + 1, 2 * half[1] + 1, 1))
+    clipped = np.clip(hu, -100.0, 200.0)
+    if sigma_mm <= 0:
+        return clipped
+    return ndimage.gaussian_filter(
+        clipped, sigma=[sigma_mm / spacing[0], sigma_mm / spacing[1], 0.0]
+    )
 
 
 def threshold_brain_mask(
@@ -117,11 +138,11 @@ def threshold_brain_mask(
 ) -> np.ndarray:
     """Threshold-and-morphology brain extraction (no model, no training).
 
-    1. Smooth in-plane (median, `smooth_mm` radius) so that acquisition noise does not
+    1. Smooth in-plane (Gaussian, sigma `smooth_mm`) so that acquisition noise does not
        punch holes into CSF near 0 HU or leave speckle in the scalp.
     2. Candidate brain = smoothed HU inside `hu_range`, bone (> `bone_hu`) excluded;
        the skull therefore separates brain from scalp.
-    3. Opening with a `opening_mm` ball cuts the thin bridges that remain (skull
+    3. Opening (box of +-`opening_mm`) cuts the thin bridges that remain (skull
        foramina, partial-volume gaps at the vertex); the largest 3-D component is the
        intracranial content.
     4. Closing (`closing_mm`) smooths the outline, bone is removed again, then holes
@@ -134,12 +155,12 @@ def threshold_brain_mask(
     if hu.ndim != 3:
         raise ValueError(f"expected a 3-D volume data[col, row, k], got shape {hu.shape}")
     spacing = voxel_spacing(affine)
-    smooth = median_in_plane(hu, smooth_mm, spacing)
-    bone = smooth > bone_hu
+    smooth = smooth_in_plane(hu, smooth_mm, spacing)
+    bone = hu > bone_hu
     candidate = (smooth >= hu_range[0]) & (smooth <= hu_range[1]) & ~bone
     brain = largest_component(open_mm(candidate, opening_mm, spacing))
     brain = close_mm(brain, closing_mm, spacing) & ~bone
-    brain = ndimage.binary_fill_holes(fill_holes_per_slice(brain))
+    brain = fill_holes(fill_holes_per_slice(brain))
     return brain.astype(np.uint8)
 
 
