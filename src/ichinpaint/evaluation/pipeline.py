@@ -131,7 +131,7 @@ def _as_bool(value: Any) -> bool:
 def read_mask_png(path: Path) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"{path}: brain mask PNG not found")
-    return np.asarray(Image.open(path)) > 0
+    return np.asarray(Image.open(path).convert("L")) > 0
 
 
 def load_series(task: SeriesTask) -> tuple[np.ndarray, np.ndarray]:
@@ -540,7 +540,7 @@ def _write_gallery(
             truth = load_truth(task)
             for row in group.itertuples():
                 k = int(task.rows.loc[task.rows["image_id"] == row.image_id, "slice_index"].iloc[0])
-                ct = np.asarray(Image.open(task.root / row.image_path))
+                ct = np.asarray(Image.open(task.root / row.image_path).convert("L"))
                 gallery.render_overlay(
                     tmp / f"{row.category}_{row.image_id}.png",
                     ct,
