@@ -1,0 +1,380 @@
+"""The review page: one CT series under the thresholding choices evaluation offers.
+
+Served by ``ichinpaint app`` (``streamlit run`` on this file; options after ``--``).
+It reads the pipeline's outputs (slice PNGs, anomaly NIfTIs, ground truth,
+params.yaml, metrics/detection.json) and never runs the model. All computing is in
+``ichinpaint.app.data`` (evaluate's own functions); this file is layout and caching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from ichinpaint.app import data, view
+from ichinpaint.app.params import params_group, read_params, save_evaluate_params
+from ichinpaint.constants import SUBTYPES
+from ichinpaint.evaluation.postprocess import SCORE_NAMES
+from ichinpaint.evaluation.thresholds import HealthyValidation, Thresholds
+
+SPLITS = ("test", "val")
+MODE_HELP = {
+    "percentile": "pixel threshold = this percentile of healthy validation brain pixels; "
+    "a slice is flagged when a detection survives",
+    "fpr": "also a slice threshold on the reduction: at most this fraction of healthy "
+    "validation slices above it",
+    "value": "type the pixel threshold; saved as the healthy-validation percentile "
+    "that reproduces it",
+}
+
+
+def parse_config(argv: list[str]) -> argparse.Namespace:
+    """Options that ``ichinpaint app`` passes after ``--`` (unknown ones are ignored)."""
+    parser = argparse.ArgumentParser(prog="streamlit_app.py")
+    parser.add_argument("--root", default=".")
+    parser.add_argument("--slices", default="data/processed/slices.csv")
+    parser.add_argument("--detections", default="data/detections")
+    parser.add_argument("--metrics", default="metrics/detection.json")
+    parser.add_argument("--ground_truth", default="")
+    parser.add_argument("--params", default="params.yaml")
+    return parser.parse_known_args(argv)[0]
+
+
+def app_paths(config: argparse.Namespace) -> data.AppPaths:
+    """Paths from the options; ground truth defaults to ``<data.raw_dir>/ground_truth``."""
+    root = Path(config.root)
+    params_path = Path(config.params) if Path(config.params).is_absolute() else root / config.params
+    ground_truth = config.ground_truth
+    if not ground_truth:
+        raw_dir = "data/raw/synthetic"
+        if params_path.exists():
+            raw_dir = params_group(read_params(params_path), "data").get("raw_dir", raw_dir)
+        ground_truth = str(Path(raw_dir) / "ground_truth")
+    return data.AppPaths.under(
+        root,
+        slices=config.slices,
+        detections=config.detections,
+        metrics=config.metrics,
+        ground_truth=ground_truth,
+        params=config.params,
+    )
+
+
+def _stamp(*paths: Path) -> tuple[float, ...]:
+    """Modification times: cache keys change when the pipeline rewrites an output."""
+    return tuple(p.stat().st_mtime if p.exists() else -1.0 for p in paths)
+
+
+def _paths_key(paths: data.AppPaths) -> tuple[str, ...]:
+    return tuple(str(v) for v in asdict(paths).values())
+
+
+def _paths_from_key(key: tuple[str, ...]) -> data.AppPaths:
+    return data.AppPaths(*(Path(v) for v in key))
+
+
+@st.cache_data(show_spinner="Reading the slice manifest…")
+def cached_manifest(paths_key: tuple[str, ...], stamp: tuple[float, ...]) -> pd.DataFrame:
+    return data.load_manifest(_paths_from_key(paths_key))
+
+
+@st.cache_data(show_spinner="Pooling healthy validation series…", max_entries=16)
+def cached_validation(
+    paths_key: tuple[str, ...],
+    erosion_px: int,
+    median_size: int,
+    reduction: str,
+    canvas: int,
+    img_size: int,
+    stamp: tuple[float, ...],
+) -> HealthyValidation:
+    paths = _paths_from_key(paths_key)
+    choice = data.Choice(erosion_px=erosion_px, median_size=median_size, reduction=reduction)
+    manifest = cached_manifest(paths_key, stamp)
+    return data.pool_validation(manifest, paths, choice, canvas, img_size)
+
+
+@st.cache_data(show_spinner="Post-processing the series…", max_entries=32)
+def cached_series(
+    paths_key: tuple[str, ...],
+    series_uid: str,
+    choice: dict[str, Any],
+    thresholds: tuple[Any, ...],
+    canvas: int,
+    img_size: int,
+    stamp: tuple[float, ...],
+) -> data.SeriesResult:
+    paths = _paths_from_key(paths_key)
+    manifest = cached_manifest(paths_key, stamp[:1])
+    return data.analyse_series(
+        manifest,
+        paths,
+        series_uid,
+        data.Choice(**choice),
+        Thresholds(*thresholds),
+        canvas,
+        img_size,
+    )
+
+
+def show_problems(paths: data.AppPaths) -> None:
+    """Messages for missing outputs; stops the page when nothing can be shown."""
+    problems = data.check_outputs(paths)
+    for problem in problems:
+        (st.error if problem.fatal else st.info)(problem.message)
+    if any(p.fatal for p in problems):
+        st.stop()
+
+
+def series_label(row: pd.Series) -> str:
+    bleeds = f"{int(row.bleed_slices)} bleed slices" if row.bleed_slices else "healthy"
+    missing = "" if row.has_detection else " — no anomaly map"
+    return f"{row.series_uid} · {row.patient_id} · {row.n_slices} slices · {bleeds}{missing}"
+
+
+def choose_series(overview: pd.DataFrame) -> pd.Series | None:
+    labels = {row.series_uid: series_label(row) for row in overview.itertuples()}
+    uid = st.sidebar.selectbox(
+        "Series", list(labels), format_func=labels.get, key="series", help="bleeding series first"
+    )
+    return None if uid is None else overview.set_index("series_uid").loc[uid]
+
+
+def threshold_controls(start: data.Choice) -> dict[str, Any]:
+    """Sidebar widgets; their first values come from params.yaml's `evaluate` group."""
+    sb = st.sidebar
+    sb.subheader("Threshold")
+    mode = sb.radio(
+        "Threshold mode",
+        data.THRESHOLD_MODES,
+        index=data.THRESHOLD_MODES.index(start.threshold_mode),
+        key="threshold_mode",
+        horizontal=True,
+    )
+    sb.caption(MODE_HELP[mode])
+    values: dict[str, Any] = {"threshold_mode": mode}
+    if mode in ("percentile", "fpr"):
+        values["percentile"] = sb.number_input(
+            "Percentile of healthy validation pixels", 0.0, 100.0, float(start.percentile),
+            step=0.1, format="%.3f", key="percentile",
+        )  # fmt: skip
+    if mode == "fpr":
+        values["target_fpr"] = sb.number_input(
+            "Target false-positive rate (healthy validation slices)", 0.0, 0.99,
+            float(start.target_fpr), step=0.01, format="%.3f", key="target_fpr",
+        )  # fmt: skip
+    if mode == "value":
+        values["pixel_value"] = sb.number_input(
+            "Pixel threshold (x 80 HU)", 0.0, 10.0, float(start.pixel_value),
+            step=0.005, format="%.4f", key="pixel_value",
+        )  # fmt: skip
+    values["reduction"] = sb.selectbox(
+        "Slice score (reduction)", SCORE_NAMES, index=SCORE_NAMES.index(start.reduction),
+        key="reduction",
+    )  # fmt: skip
+    sb.subheader("Post-processing")
+    values["erosion_px"] = int(
+        sb.number_input("Brain mask erosion (px)", 0, 20, int(start.erosion_px), key="erosion_px")
+    )
+    values["median_size"] = int(
+        sb.number_input("Median filter size (px, ≤1 off)", 0, 15, int(start.median_size), key="median_size")
+    )  # fmt: skip
+    values["min_component_px"] = int(
+        sb.number_input("Minimum component (px)", 1, 10_000, int(start.min_component_px), key="min_component_px")
+    )  # fmt: skip
+    values["consistency_3d"] = sb.toggle(
+        "3-D consistency (confirm on a neighbour slice)",
+        bool(start.consistency_3d),
+        key="consistency_3d",
+    )
+    kept = {k: v for k, v in asdict(start).items() if k not in values}
+    return {**kept, **values}
+
+
+def starting_choice(
+    params: dict[str, Any], paths_key: tuple[str, ...], canvas: int, img_size: int, stamp: tuple
+) -> data.Choice:
+    """params.yaml's evaluate settings; the typed threshold starts at the one they give."""
+    start = data.Choice.from_params(params_group(params, "evaluate"))
+    try:
+        validation = cached_validation(
+            paths_key, start.erosion_px, start.median_size, start.reduction, canvas, img_size, stamp
+        )
+    except (FileNotFoundError, ValueError):
+        return start  # the page reports this below, with the user's settings
+    value = data.decide(validation, replace(start, threshold_mode="percentile"))
+    return replace(start, pixel_value=round(value.thresholds.pixel_threshold, 4))
+
+
+def save_button(paths: data.AppPaths, decision: data.Decision) -> None:
+    sb = st.sidebar
+    sb.subheader("Reproduce")
+    if sb.button("Save as params", key="save", help="write these evaluate keys to params.yaml"):
+        changed = save_evaluate_params(paths.params, decision.params)
+        if changed:
+            lines = ", ".join(f"{k}: {old} → {new}" for k, (old, new) in changed.items())
+            st.sidebar.success(
+                f"Saved to {paths.params.name}: {lines}. `dvc exp run` reproduces this view."
+            )
+        else:
+            st.sidebar.success(f"{paths.params.name} already has these settings.")
+
+
+def threshold_summary(decision: data.Decision, evaluated: dict[str, Any] | None) -> str:
+    t = decision.thresholds
+    text = f"Pixel threshold in force: **{t.pixel_threshold:.4f}**"
+    if t.mode == "fpr":
+        text += f"; slice threshold on `{t.decision_score}`: **{t.slice_threshold:.4f}**"
+    if decision.params["threshold_mode"] == "percentile":
+        text += f" (percentile {decision.params['percentile']:.4f} of healthy validation)"
+    if evaluated and evaluated.get("pixel_threshold") is not None:
+        text += f". Last `dvc repro evaluate` chose {evaluated['pixel_threshold']:.4f}"
+        if evaluated.get("threshold_mode") == "fpr":
+            text += f" / slice {evaluated.get('slice_threshold', float('nan')):.4f}"
+    return text + "."
+
+
+def show_counts(counts: dict[str, int]) -> None:
+    cols = st.columns(4)
+    cols[0].metric("Slices flagged", f"{counts['flagged_slices']} / {counts['used_slices']}")
+    cols[1].metric(
+        "Bleed slices flagged", f"{counts['bleed_slices_flagged']} / {counts['bleed_slices']}"
+    )
+    cols[2].metric("Detections (components)", counts["detections"])
+    cols[3].metric("FP components on healthy slices", counts["fp_components_healthy"])
+
+
+def show_slice(result: data.SeriesResult, decision: data.Decision, uid: str) -> int:
+    table = result.table
+    n = len(table)
+    start = int(table["score"].idxmax()) if table["use"].any() else 0
+    k = st.slider("Slice", 0, n - 1, start, key=f"slice_{uid}") if n > 1 else 0
+    opacity = st.sidebar.slider("Anomaly overlay opacity", 0.0, 1.0, 0.6, 0.05, key="opacity")
+    vmax = max(2.0 * decision.thresholds.pixel_threshold, 0.05)
+    truth = None if result.truth is None else result.truth[k]
+    picture = view.compose_slice(
+        result.ct[k], result.cleaned[k], result.labels[k], truth, opacity=opacity, vmax=vmax
+    )
+    row = table.iloc[k]
+    bleed = [s for s in SUBTYPES if int(row[s]) == 1]
+    left, right = st.columns([3, 2])
+    left.image(
+        picture,
+        caption=f"slice {k}: {row.image_id} — cyan: detections, red: ground truth, "
+        f"colour: anomaly 0–{vmax:.3f} (x 80 HU)",
+        width="stretch",
+    )
+    right.markdown(
+        f"**{row.image_id}** (slice {k} of {n})\n\n"
+        f"- CSV labels: {', '.join(bleed) if bleed else 'none (healthy)'}\n"
+        f"- used by detection: {'yes' if row.use else 'no (mid-range filter)'}\n"
+        f"- `{decision.thresholds.decision_score if decision.thresholds.mode == 'fpr' else 'score'}`"
+        f": {row.score:.4f}; score_max {row.score_max:.4f}\n"
+        f"- detections: {int(row.n_components)} ({int(row.detected_px)} px)\n"
+        f"- flagged: **{'yes' if row.predicted else 'no'}**"
+        + ("" if result.truth is not None else "\n- no ground truth for this series")
+    )
+    return k
+
+
+def show_strip(result: data.SeriesResult, decision: data.Decision, k: int) -> None:
+    t = decision.thresholds
+    if t.mode == "fpr":
+        column, threshold, label = (
+            "score",
+            t.slice_threshold,
+            f"slice threshold ({t.decision_score})",
+        )
+    else:
+        column, threshold, label = "score_max", t.pixel_threshold, "pixel threshold"
+    st.image(
+        view.score_strip(
+            result.table,
+            value_column=column,
+            threshold=threshold,
+            threshold_label=label,
+            current_slice=k,
+        ),
+        caption=(
+            f"{column} per slice; flagged when above the line"
+            if t.mode == "fpr"
+            else "post-processed maximum per slice; flagged when a component of at least "
+            "the minimum size lies above the pixel threshold"
+        ),
+        width="stretch",
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="ichinpaint review", layout="wide")
+    st.title("ichinpaint — review detections on a whole series")
+    paths = app_paths(parse_config(sys.argv[1:]))
+    show_problems(paths)
+
+    params = read_params(paths.params)
+    png = params_group(params, "png")
+    canvas, img_size = int(png.get("canvas", 256)), int(png.get("img_size", 64))
+    paths_key = _paths_key(paths)
+    stamp = _stamp(paths.slices, paths.detections)
+    manifest = cached_manifest(paths_key, stamp[:1])
+
+    split = st.sidebar.radio("Split", SPLITS, key="split", horizontal=True)
+    overview = data.series_overview(manifest, paths, (split,))
+    if overview.empty:
+        st.warning(f"No {split} series in `{paths.slices}`.")
+        st.stop()
+    series = choose_series(overview)
+
+    start = starting_choice(params, paths_key, canvas, img_size, stamp)
+    choice = data.Choice(**threshold_controls(start))
+    try:
+        validation = cached_validation(
+            paths_key, choice.erosion_px, choice.median_size, choice.reduction,
+            canvas, img_size, stamp,
+        )  # fmt: skip
+        decision = data.decide(validation, choice)
+    except (FileNotFoundError, ValueError) as error:
+        st.error(
+            f"Cannot choose thresholds on healthy validation: {error}. "
+            "Run `dvc repro detect` (it writes the validation maps)."
+        )
+        st.stop()
+    save_button(paths, decision)
+    st.markdown(threshold_summary(decision, data.read_detection_metrics(paths)))
+
+    uid = str(series.name)
+    if not series.has_detection:
+        st.warning(
+            f"Series {uid} has no anomaly map (`{paths.detection(uid)}`): run `dvc repro detect`."
+        )
+        st.stop()
+    result = cached_series(
+        paths_key,
+        uid,
+        asdict(choice),
+        tuple(asdict(decision.thresholds).values()),
+        canvas,
+        img_size,
+        stamp + _stamp(paths.detection(uid)),
+    )
+    counts = data.series_counts(result.table)
+    show_counts(counts)
+    if counts["detections"] == 0:
+        st.info("No detections on this series at these settings.")
+    k = show_slice(result, decision, uid)
+    show_strip(result, decision, k)
+    with st.expander("Per-slice table"):
+        st.dataframe(result.table, hide_index=True)
+    evaluated = data.read_detection_metrics(paths)
+    if evaluated:
+        with st.expander("metrics/detection.json (last evaluate run)"):
+            st.json(evaluated)
+
+
+main()
