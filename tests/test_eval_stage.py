@@ -157,6 +157,7 @@ def test_metrics_are_the_hand_computed_ones(evaluated):
     assert m["seconds_per_series"] == 12.5
     assert m["test_series"] == 4 and m["test_slices"] == 15 and m["test_positive_slices"] == 3
     assert m["test_slices_unused"] == 1 and m["submission_images"] == 16
+    assert m["submission_images"] == m["test_slices"] + m["test_slices_unused"]  # counts reconcile
     assert m["val_healthy_series"] == 2 and m["val_healthy_slices"] == 7
     assert m["val_slice_fpr"] == 0.0
     assert 0 <= m["rsna_weighted_logloss_any"] < 10
@@ -231,3 +232,19 @@ def test_stage_defaults_equal_params_yaml():
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["evaluate"]
     args = cli.build_parser(["evaluate"]).parse_args(["evaluate"])
     assert {key: getattr(args, key) for key in params} == params
+
+
+def test_detection_volume_of_the_wrong_shape_is_named(tmp_path):
+    build(tmp_path)
+    path = tmp_path / "data/detections/ID_b000000004.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((SIZE, SIZE, N - 1), np.float32), np.eye(4)), path)
+    with pytest.raises(ValueError, match=r"ID_b000000004\.nii\.gz: volume has 3 slices"):
+        run_stage(tmp_path)
+
+
+def test_manifest_without_labels_is_refused_by_name(tmp_path):
+    build(tmp_path)
+    manifest = tmp_path / "data/processed/slices.csv"
+    pd.read_csv(manifest).drop(columns=["any"]).to_csv(manifest, index=False)
+    with pytest.raises(ValueError, match=r"slices\.csv: missing columns \['any'\]"):
+        run_stage(tmp_path)
