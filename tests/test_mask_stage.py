@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 from test_brainmask import phantom_head
 
 from ichinpaint import cli
@@ -38,6 +39,7 @@ def two_series(tmp_path: Path) -> dict[str, Path]:
         "truth": truth,
         "out": tmp_path / "masks",
         "metrics": tmp_path / "mask.json",
+        "overlay": tmp_path / "overlay.png",
     }
 
 
@@ -53,6 +55,8 @@ def run_mask(paths: dict[str, Path], *extra: str) -> None:
             str(paths["out"]),
             "--metrics",
             str(paths["metrics"]),
+            "--overlay",
+            str(paths["overlay"]),
             "--n_jobs",
             "1",
             *extra,
@@ -75,6 +79,7 @@ def test_mask_stage_writes_uint8_masks_on_the_source_grid_and_dice(two_series):
     assert list(metrics["dice"]) == ["ID_00000000a1"]
     assert metrics["dice_mean"] >= 0.95 and metrics["dice_min"] == metrics["dice_mean"]
     assert not list(two_series["out"].parent.glob(".masks.*"))  # no temporary left behind
+    assert Image.open(two_series["overlay"]).format == "PNG"
 
 
 def test_mask_stage_without_ground_truth_reports_no_dice(two_series, tmp_path):

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from ichinpaint import brainmask
-from ichinpaint.io import atomic_dir, parallel_map, write_json
+from ichinpaint.io import atomic_dir, atomic_path, parallel_map, write_json
 
 NIFTI_SUFFIX = ".nii.gz"
 
@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what the model returns (method=model); brain where probability >= 0.5",
     )
     parser.add_argument("--n_jobs", type=int, default=-1, help="parallel series (-1 = all cores)")
+    parser.add_argument(
+        "--overlay",
+        default="metrics/mask_overlay.png",
+        help="PNG of mask outlines (red; ground truth green) on a few series; empty to skip",
+    )
 
 
 def series_uid_of(path: Path) -> str:
@@ -137,6 +142,42 @@ def summarise(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
     return metrics
 
 
+def write_overlay(
+    volumes: list[Path], mask_dir: Path, truth_dir: Path, path: str | Path, n_series: int = 4
+) -> None:
+    """A contact sheet a person can judge at a glance: brain window, mask outline in red,
+    ground truth in green where it exists; three slices (25/50/75 %) of a few series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ichinpaint.volume import slice_image
+    from ichinpaint.windowing import brain_window
+
+    chosen = volumes[:: max(1, len(volumes) // n_series)][:n_series]
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3 * len(chosen)), squeeze=False)
+    for row, volume_path in zip(axes, chosen, strict=True):
+        uid = series_uid_of(volume_path)
+        hu = np.asarray(load_volume(volume_path).dataobj)
+        mask = np.asarray(load_volume(mask_dir / volume_path.name).dataobj)
+        truth_path = truth_dir / uid / "brain.nii.gz"
+        truth = np.asarray(load_volume(truth_path).dataobj) if truth_path.is_file() else None
+        for ax, fraction in zip(row, (0.25, 0.5, 0.75), strict=True):
+            k = min(int(fraction * hu.shape[2]), hu.shape[2] - 1)
+            ax.imshow(brain_window(slice_image(hu, k)), cmap="gray", vmin=0, vmax=255)
+            if truth is not None and slice_image(truth, k).any():
+                ax.contour(slice_image(truth, k), levels=[0.5], colors="lime", linewidths=0.8)
+            if slice_image(mask, k).any():
+                ax.contour(slice_image(mask, k), levels=[0.5], colors="red", linewidths=0.8)
+            ax.set_title(f"{uid} k={k}", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+
+
 def run(args: argparse.Namespace) -> str:
     volumes = list_volumes(args.nifti)
     if not volumes:
@@ -157,6 +198,8 @@ def run(args: argparse.Namespace) -> str:
         )
     metrics = summarise(rows, args.method)
     write_json(args.metrics, metrics)
+    if args.overlay:
+        write_overlay(volumes, Path(args.out), Path(args.ground_truth), args.overlay)
     dice_text = (
         f", Dice mean {metrics['dice_mean']:.4f} min {metrics['dice_min']:.4f} on {metrics['series_with_ground_truth']}"
         if "dice_mean" in metrics
