@@ -248,3 +248,26 @@ def test_manifest_without_labels_is_refused_by_name(tmp_path):
     pd.read_csv(manifest).drop(columns=["any"]).to_csv(manifest, index=False)
     with pytest.raises(ValueError, match=r"slices\.csv: missing columns \['any'\]"):
         run_stage(tmp_path)
+
+
+def test_threshold_selection_never_opens_a_test_file(tmp_path):
+    from ichinpaint.evaluation import pipeline
+
+    build(tmp_path)
+    for path in (tmp_path / "data/detections").glob("ID_b*.nii.gz"):
+        path.unlink()  # every test volume gone: choosing thresholds must not notice
+    paths = pipeline.Paths(
+        slices=tmp_path / "data/processed/slices.csv",
+        detections=tmp_path / "data/detections",
+        detect_metrics=tmp_path / "unused",
+        ground_truth=tmp_path / "raw/ground_truth",
+        metrics=tmp_path / "unused",
+        plots=tmp_path / "unused",
+        gallery=tmp_path / "unused",
+        submission=tmp_path / "unused",
+        root=tmp_path,
+    )
+    settings = pipeline.Settings(median_size=1, canvas=CANVAS, img_size=SIZE)
+    validation = pipeline.healthy_validation(pipeline.read_manifest(paths.slices), paths, settings)
+    assert set(validation.series_uids) == {"ID_a000000001", "ID_a000000002"}
+    assert set(validation.splits) == {"val"}
