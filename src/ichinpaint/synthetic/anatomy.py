@@ -113,7 +113,9 @@ def _smooth_envelope(brain: np.ndarray) -> np.ndarray:
     open downwards, and the skull must not grow into them.
     """
     closed = ndimage.binary_closing(np.pad(brain, 3), structure=_ball(2))[3:-3, 3:-3, 3:-3]
-    filled = np.stack([ndimage.binary_fill_holes(closed[:, :, z]) for z in range(brain.shape[2])], -1)
+    filled = np.stack(
+        [ndimage.binary_fill_holes(closed[:, :, z]) for z in range(brain.shape[2])], -1
+    )
     return ndimage.binary_opening(filled, structure=_ball(1))
 
 

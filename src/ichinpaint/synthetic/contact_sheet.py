@@ -45,7 +45,11 @@ def pick_panels(plan, series, kept: list[int]) -> list[Panel]:
             panels.append(Panel(title, kind, area, series.hu[k], series.lesion[k]))
     if not plan.lesion_kinds and kept:
         k = kept[len(kept) // 2]
-        panels.append(Panel(f"healthy ({plan.series_uid}, k={k})", "healthy", 0, series.hu[k], series.lesion[k]))
+        panels.append(
+            Panel(
+                f"healthy ({plan.series_uid}, k={k})", "healthy", 0, series.hu[k], series.lesion[k]
+            )
+        )
     return panels
 
 
@@ -80,7 +84,9 @@ def write(path: Path, panels: list[Panel]) -> None:
         for kind in SUBTYPES:
             mask = panel.codes == SUBTYPE_CODES[kind]
             if mask.any():
-                ax.contour(mask.astype(float), levels=[0.5], colors=[SUBTYPE_COLOURS[kind]], linewidths=1.0)
+                ax.contour(
+                    mask.astype(float), levels=[0.5], colors=[SUBTYPE_COLOURS[kind]], linewidths=1.0
+                )
         ax.set_title(panel.title, fontsize=8)
     handles = [Patch(edgecolor=c, facecolor="none", label=k) for k, c in SUBTYPE_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, fontsize=10)

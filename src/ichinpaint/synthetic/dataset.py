@@ -97,8 +97,13 @@ class _SeriesWriter:
         kept = [k for k in range(plan.n_slices) if k != plan.truncated_k]
         _write_ground_truth(self.out / "ground_truth" / plan.series_uid, plan, series, kept)
         labels = {plan.image_ids[k]: _slice_labels(series.lesion[k]) for k in range(plan.n_slices)}
-        present = sorted({s for k in kept for s in SUBTYPES if labels[plan.image_ids[k]][SUBTYPES.index(s)]}, key=SUBTYPES.index)
-        return SeriesResult(plan, labels, len(kept), present, contact_sheet.pick_panels(plan, series, kept))
+        present = sorted(
+            {s for k in kept for s in SUBTYPES if labels[plan.image_ids[k]][SUBTYPES.index(s)]},
+            key=SUBTYPES.index,
+        )
+        return SeriesResult(
+            plan, labels, len(kept), present, contact_sheet.pick_panels(plan, series, kept)
+        )
 
 
 def _slice_labels(codes: np.ndarray) -> list[int]:
@@ -157,11 +162,17 @@ def _write_ground_truth(
 def _write_label_csv(path: Path, results: list[SeriesResult], plan: DatasetPlan, seed: int) -> int:
     """stage_2_train.csv: images sorted by ID, six rows each; duplicates inserted as whole blocks."""
     labels = {i: v for r in results for i, v in r.labels.items()}
-    blocks = [[(f"{i}_{name}", v) for name, v in zip(LABELS, labels[i], strict=True)] for i in sorted(labels)]
+    blocks = [
+        [(f"{i}_{name}", v) for name, v in zip(LABELS, labels[i], strict=True)]
+        for i in sorted(labels)
+    ]
     rng = np.random.default_rng([seed, 2])
     for image_id in plan.duplicated_ids:
         at = int(rng.integers(0, len(blocks) + 1))
-        blocks.insert(at, [(f"{image_id}_{name}", v) for name, v in zip(LABELS, labels[image_id], strict=True)])
+        blocks.insert(
+            at,
+            [(f"{image_id}_{name}", v) for name, v in zip(LABELS, labels[image_id], strict=True)],
+        )
     rows = [row for block in blocks for row in block]
     io.write_csv(path, pd.DataFrame(rows, columns=["ID", "Label"]))
     return len(rows)

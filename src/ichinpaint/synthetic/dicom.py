@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.multival import MultiValue
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 from pydicom.valuerep import DSfloat
 
 ENCODINGS = ("signed16", "unsigned12", "rsna12")
@@ -47,7 +47,9 @@ class SliceHeader:
     multivalue_window: bool = False
 
 
-def encode_hu(hu: np.ndarray, encoding: str, outside_fov: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def encode_hu(
+    hu: np.ndarray, encoding: str, outside_fov: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """Stored pixel values and the RescaleIntercept that the header must carry (slope 1)."""
     hu = np.rint(hu).astype(np.int32)
     if encoding == "signed16":
@@ -91,7 +93,9 @@ def write_slice(path: Path, header: SliceHeader, stored: np.ndarray, intercept: 
         _build_dataset(path, header, stored, intercept).save_as(path, enforce_file_format=True)
 
 
-def _build_dataset(path: Path, header: SliceHeader, stored: np.ndarray, intercept: float) -> FileDataset:
+def _build_dataset(
+    path: Path, header: SliceHeader, stored: np.ndarray, intercept: float
+) -> FileDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = header.image_id

@@ -85,7 +85,11 @@ def upsample(coarse: np.ndarray, rows: int, cols: int) -> np.ndarray:
 def _linear_weights(n_coarse: int, n_full: int) -> np.ndarray:
     """(n_full, n_coarse) linear interpolation matrix, corners aligned."""
     pos = np.linspace(0, n_coarse - 1, n_full)
-    low = np.minimum(np.floor(pos).astype(int), n_coarse - 2) if n_coarse > 1 else np.zeros(n_full, int)
+    low = (
+        np.minimum(np.floor(pos).astype(int), n_coarse - 2)
+        if n_coarse > 1
+        else np.zeros(n_full, int)
+    )
     frac = pos - low
     w = np.zeros((n_full, n_coarse))
     w[np.arange(n_full), low] = 1 - frac

@@ -42,7 +42,9 @@ class Lesion:
             return 1.5 * max(np.linalg.norm(o) + max(r) for o, r in self.blobs)
         return 1.3 * self.radius
 
-    def near_plane(self, plane_point: np.ndarray, normal: np.ndarray, half_thickness: float) -> bool:
+    def near_plane(
+        self, plane_point: np.ndarray, normal: np.ndarray, half_thickness: float
+    ) -> bool:
         """Whether the lesion can touch a slab: skipping far slices saves most of the work."""
         distance = abs(float(np.dot(self.centre - plane_point, normal)))
         return distance <= self.reach + half_thickness
@@ -69,7 +71,9 @@ def _wiggle(lesion: Lesion, points: np.ndarray) -> np.ndarray:
     return waves.mean(-1)
 
 
-def _extra_axial(lesion: Lesion, points: np.ndarray, f: Fields, head: Head, power: float) -> np.ndarray:
+def _extra_axial(
+    lesion: Lesion, points: np.ndarray, f: Fields, head: Head, power: float
+) -> np.ndarray:
     r = np.linalg.norm(points - lesion.centre, axis=-1) / lesion.radius
     r = r * (1 + 0.12 * _wiggle(lesion, points))
     profile = np.clip(1.0 - r**power, 0.0, None)
