@@ -36,6 +36,10 @@ BRAIN_HU_RANGE: tuple[float, float] = (0.0, 100.0)
 # Above this, a voxel is bone (or calcification): never brain, and the wall to stay inside.
 BONE_HU: float = 100.0
 
+# A partial-volume voxel at the inner skull table is counted as intracranial when its HU
+# is closer to brain/CSF than to cortical bone (~1000-1800 HU): below this value.
+EDGE_HU: float = 500.0
+
 # Input window of the `model` method: HU in [0, 100] scaled to [0, 1], clipped.
 MODEL_WINDOW_HU: tuple[float, float] = (0.0, 100.0)
 MODEL_THRESHOLD: float = 0.5
@@ -126,6 +130,28 @@ def smooth_in_plane(hu: np.ndarray, sigma_mm: float, spacing: np.ndarray) -> np.
     )
 
 
+def grow_into_partial_volume(
+    mask: np.ndarray, hu: np.ndarray, edge_mm: float, spacing: np.ndarray, edge_hu: float = EDGE_HU
+) -> np.ndarray:
+    """Extend the mask in-plane by up to `edge_mm` into voxels with ``0 <= HU < edge_hu``.
+
+    A 5 mm slab cutting the skull obliquely mixes CSF and bone: such a voxel is more
+    than half intracranial while its HU is already far above the 100 HU bone threshold.
+    Growing only from the mask, only in-plane, and only through voxels below the
+    brain/bone midpoint adds that rim without ever reaching the scalp.
+    """
+    steps = max(int(np.floor(edge_mm / float(np.min(spacing[:2])) + 0.5)), 0)
+    cross = np.zeros((3, 3, 3), dtype=bool)
+    cross[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    allowed = (hu >= 0) & (hu < edge_hu)
+    for _ in range(steps):
+        grown = mask | (ndimage.binary_dilation(mask, cross) & allowed)
+        if (grown == mask).all():
+            break
+        mask = grown
+    return mask
+
+
 def threshold_brain_mask(
     hu: np.ndarray,
     affine: np.ndarray,
@@ -133,6 +159,7 @@ def threshold_brain_mask(
     smooth_mm: float = 1.0,
     opening_mm: float = 3.0,
     closing_mm: float = 2.0,
+    edge_mm: float = 2.0,
     hu_range: tuple[float, float] = BRAIN_HU_RANGE,
     bone_hu: float = BONE_HU,
 ) -> np.ndarray:
@@ -145,8 +172,10 @@ def threshold_brain_mask(
     3. Opening (box of +-`opening_mm`) cuts the thin bridges that remain (skull
        foramina, partial-volume gaps at the vertex); the largest 3-D component is the
        intracranial content.
-    4. Closing (`closing_mm`) smooths the outline, bone is removed again, then holes
-       are filled per slice and in 3-D (ventricles, calcifications, noisy CSF).
+    4. Closing (`closing_mm`) smooths the outline and bone is removed again.
+    5. The outline grows by up to `edge_mm` into partial-volume voxels of the inner
+       table that are more brain than bone (`grow_into_partial_volume`).
+    6. Holes are filled per slice and in 3-D (ventricles, calcifications, noisy CSF).
 
     The result covers everything inside the inner table of the skull that is not
     bone: parenchyma, ventricles, sulcal and cisternal CSF, and blood.
@@ -160,6 +189,7 @@ def threshold_brain_mask(
     candidate = (smooth >= hu_range[0]) & (smooth <= hu_range[1]) & ~bone
     brain = largest_component(open_mm(candidate, opening_mm, spacing))
     brain = close_mm(brain, closing_mm, spacing) & ~bone
+    brain = grow_into_partial_volume(brain, hu, edge_mm, spacing)
     brain = fill_holes(fill_holes_per_slice(brain))
     return brain.astype(np.uint8)
 
