@@ -76,6 +76,7 @@ def anomaly_maps(uid: str, rng: np.random.Generator) -> list[np.ndarray]:
 def write_output_set(root: Path) -> Path:
     """A complete tiny set of pipeline outputs under `root`; returns root."""
     rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(PARAMS)
     rows = []
     series = [
@@ -204,8 +205,10 @@ def test_compose_slice_draws_outlines_and_overlay():
     rgb = view.compose_slice(ct, anomaly, det, truth, opacity=1.0, vmax=0.5, scale=4)
     assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
     assert tuple(rgb[8, 10]) == (0, 255, 255)  # detection outline (cyan)
-    assert tuple(rgb[20, 24]) == (255, 40, 40)  # truth outline (red)
+    assert tuple(rgb[19, 24]) == (255, 40, 40)  # truth outline (red), just outside it
     assert tuple(rgb[0, 0]) == (100, 100, 100)  # plain CT where nothing is
+    matched = view.compose_slice(ct, anomaly, truth, truth, opacity=1.0, vmax=0.5, scale=4)
+    assert tuple(matched[20, 24]) == (0, 255, 255) and tuple(matched[19, 24]) == (255, 40, 40)
     plain = view.compose_slice(ct, anomaly, det * 0, None, opacity=0.0, vmax=0.5, scale=1)
     assert (plain == 100).all()
 

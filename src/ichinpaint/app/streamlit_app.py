@@ -133,9 +133,9 @@ def show_problems(paths: data.AppPaths) -> None:
 
 
 def series_label(row: pd.Series) -> str:
-    bleeds = f"{int(row.bleed_slices)} bleed slices" if row.bleed_slices else "healthy"
-    missing = "" if row.has_detection else " — no anomaly map"
-    return f"{row.series_uid} · {row.patient_id} · {row.n_slices} slices · {bleeds}{missing}"
+    bleeds = f"{int(row.bleed_slices)} bleed" if row.bleed_slices else "healthy"
+    missing = "" if row.has_detection else " · no anomaly map"
+    return f"{row.series_uid} · {bleeds}{missing}"
 
 
 def choose_series(overview: pd.DataFrame) -> pd.Series | None:
@@ -143,7 +143,14 @@ def choose_series(overview: pd.DataFrame) -> pd.Series | None:
     uid = st.sidebar.selectbox(
         "Series", list(labels), format_func=labels.get, key="series", help="bleeding series first"
     )
-    return None if uid is None else overview.set_index("series_uid").loc[uid]
+    if uid is None:
+        return None
+    series = overview.set_index("series_uid").loc[uid]
+    st.sidebar.caption(
+        f"patient {series.patient_id}, {series.n_slices} slices, "
+        f"{int(series.bleed_slices)} with a bleed label"
+    )
+    return series
 
 
 def threshold_controls(start: data.Choice) -> dict[str, Any]:
@@ -250,12 +257,19 @@ def show_counts(counts: dict[str, int]) -> None:
     cols[3].metric("FP components on healthy slices", counts["fp_components_healthy"])
 
 
-def show_slice(result: data.SeriesResult, decision: data.Decision, uid: str) -> int:
+def view_controls() -> float:
+    st.sidebar.subheader("View")
+    return st.sidebar.slider(
+        "Anomaly overlay opacity", 0.0, 1.0, 0.7, 0.05, key="opacity",
+        help="at full value; weaker anomalies are drawn more transparent",
+    )  # fmt: skip
+
+
+def show_slice(result: data.SeriesResult, decision: data.Decision, uid: str, opacity: float) -> int:
     table = result.table
     n = len(table)
     start = int(table["score"].idxmax()) if table["use"].any() else 0
     k = st.slider("Slice", 0, n - 1, start, key=f"slice_{uid}") if n > 1 else 0
-    opacity = st.sidebar.slider("Anomaly overlay opacity", 0.0, 1.0, 0.6, 0.05, key="opacity")
     vmax = max(2.0 * decision.thresholds.pixel_threshold, 0.05)
     truth = None if result.truth is None else result.truth[k]
     picture = view.compose_slice(
@@ -313,7 +327,7 @@ def show_strip(result: data.SeriesResult, decision: data.Decision, k: int) -> No
 
 def main() -> None:
     st.set_page_config(page_title="ichinpaint review", layout="wide")
-    st.title("ichinpaint — review detections on a whole series")
+    st.title("ichinpaint review")
     paths = app_paths(parse_config(sys.argv[1:]))
     show_problems(paths)
 
@@ -345,6 +359,7 @@ def main() -> None:
             "Run `dvc repro detect` (it writes the validation maps)."
         )
         st.stop()
+    opacity = view_controls()
     save_button(paths, decision)
     st.markdown(threshold_summary(decision, data.read_detection_metrics(paths)))
 
@@ -367,7 +382,7 @@ def main() -> None:
     show_counts(counts)
     if counts["detections"] == 0:
         st.info("No detections on this series at these settings.")
-    k = show_slice(result, decision, uid)
+    k = show_slice(result, decision, uid, opacity)
     show_strip(result, decision, k)
     with st.expander("Per-slice table"):
         st.dataframe(result.table, hide_index=True)

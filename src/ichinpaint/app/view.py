@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from ichinpaint.evaluation.gallery import DETECTION_COLOUR, TRUTH_COLOUR  # noqa: E402
@@ -38,6 +39,12 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
+def outer_outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels just outside a binary mask (8-connected ring around it)."""
+    mask = np.asarray(mask, dtype=bool)
+    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool)) & ~mask
+
+
 def compose_slice(
     ct: np.ndarray,
     anomaly: np.ndarray,
@@ -50,19 +57,24 @@ def compose_slice(
 ) -> np.ndarray:
     """An RGB uint8 picture of one slice, `scale` times larger than the model grid.
 
-    `anomaly` values in [0, vmax] map onto the colour map; zero (outside the eroded
-    brain, or nothing there) stays plain CT. `opacity` 0 shows the CT alone.
+    `anomaly` values in [0, vmax] map onto the colour map, blended with an opacity
+    proportional to the value (`opacity` at `vmax` and above); zero (outside the
+    eroded brain, or nothing there) stays plain CT. `opacity` 0 shows the CT alone.
     """
     gray = np.asarray(ct, dtype=np.float32) / 255.0
     rgb = np.repeat(gray[..., None], 3, axis=2)
     values = np.asarray(anomaly, dtype=np.float32)
     colours = colormaps["inferno"](np.clip(values / max(vmax, 1e-6), 0.0, 1.0))[..., :3]
-    alpha = np.where(values > 0, float(np.clip(opacity, 0.0, 1.0)), 0.0)[..., None]
+    # Opacity grows with the value: low-level noise stays faint, the CT readable.
+    strength = np.clip(values / max(vmax, 1e-6), 0.0, 1.0)
+    alpha = (float(np.clip(opacity, 0.0, 1.0)) * strength)[..., None]
     rgb = (1.0 - alpha) * rgb + alpha * colours
     big = enlarge((rgb * 255).round().astype(np.uint8), scale)
     big[outline(enlarge(np.asarray(detections) > 0, scale))] = _RGB[DETECTION_COLOUR]
     if truth is not None:
-        big[outline(enlarge(np.asarray(truth, dtype=bool), scale))] = _RGB[TRUTH_COLOUR]
+        # Truth is drawn just outside its mask, detections just inside theirs, so a
+        # detection that matches the truth shows both lines side by side.
+        big[outer_outline(enlarge(np.asarray(truth, dtype=bool), scale))] = _RGB[TRUTH_COLOUR]
     return big
 
 
@@ -102,6 +114,7 @@ def score_strip(
     ax.axvline(current_slice, color="0.2", lw=0.8, alpha=0.6)
     ax.plot([], [], color=POSITIVE_COLOUR, alpha=0.4, lw=6, label="bleed (CSV label)")
     ax.set_xlim(k.min() - 0.5, k.max() + 0.5) if len(k) else None
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("slice index k")
     ax.set_ylabel(value_column)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)

@@ -59,6 +59,8 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
         str(args.port),
         "--browser.gatherUsageStats",
         "false",
+        "--client.toolbarMode",
+        "viewer",
         "--",
     ]
     for name in FORWARDED:
