@@ -43,6 +43,7 @@ def parse_config(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--metrics", default="metrics/detection.json")
     parser.add_argument("--ground_truth", default="")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--n_jobs", type=int, default=1)
     return parser.parse_known_args(argv)[0]
 
 
@@ -93,11 +94,12 @@ def cached_validation(
     canvas: int,
     img_size: int,
     stamp: tuple[float, ...],
+    n_jobs: int = 1,
 ) -> HealthyValidation:
     paths = _paths_from_key(paths_key)
     choice = data.Choice(erosion_px=erosion_px, median_size=median_size, reduction=reduction)
     manifest = cached_manifest(paths_key, stamp)
-    return data.pool_validation(manifest, paths, choice, canvas, img_size)
+    return data.pool_validation(manifest, paths, choice, canvas, img_size, n_jobs)
 
 
 @st.cache_data(show_spinner="Post-processing the series…", max_entries=32)
@@ -205,14 +207,20 @@ def threshold_controls(start: data.Choice) -> dict[str, Any]:
 
 
 def starting_choice(
-    params: dict[str, Any], paths_key: tuple[str, ...], canvas: int, img_size: int, stamp: tuple
+    params: dict[str, Any],
+    paths_key: tuple[str, ...],
+    canvas: int,
+    img_size: int,
+    stamp: tuple,
+    n_jobs: int,
 ) -> data.Choice:
     """params.yaml's evaluate settings; the typed threshold starts at the one they give."""
     start = data.Choice.from_params(params_group(params, "evaluate"))
     try:
         validation = cached_validation(
-            paths_key, start.erosion_px, start.median_size, start.reduction, canvas, img_size, stamp
-        )
+            paths_key, start.erosion_px, start.median_size, start.reduction, canvas, img_size,
+            stamp, n_jobs,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError):
         return start  # the page reports this below, with the user's settings
     value = data.decide(validation, replace(start, threshold_mode="percentile"))
@@ -328,7 +336,8 @@ def show_strip(result: data.SeriesResult, decision: data.Decision, k: int) -> No
 def main() -> None:
     st.set_page_config(page_title="ichinpaint review", layout="wide")
     st.title("ichinpaint review")
-    paths = app_paths(parse_config(sys.argv[1:]))
+    config = parse_config(sys.argv[1:])
+    paths = app_paths(config)
     show_problems(paths)
 
     params = read_params(paths.params)
@@ -345,12 +354,12 @@ def main() -> None:
         st.stop()
     series = choose_series(overview)
 
-    start = starting_choice(params, paths_key, canvas, img_size, stamp)
+    start = starting_choice(params, paths_key, canvas, img_size, stamp, config.n_jobs)
     choice = data.Choice(**threshold_controls(start))
     try:
         validation = cached_validation(
             paths_key, choice.erosion_px, choice.median_size, choice.reduction,
-            canvas, img_size, stamp,
+            canvas, img_size, stamp, config.n_jobs,
         )  # fmt: skip
         decision = data.decide(validation, choice)
     except (FileNotFoundError, ValueError) as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 ADDRESS = "127.0.0.1"
 # Options forwarded to the page after `--` (they name the pipeline's outputs).
-FORWARDED = ("root", "slices", "detections", "metrics", "ground_truth", "params")
+FORWARDED = ("root", "slices", "detections", "metrics", "ground_truth", "params", "n_jobs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--params", default="params.yaml", help="params file read and written by the app"
+    )
+    parser.add_argument(
+        "--n_jobs",
+        type=int,
+        default=-1,
+        help="parallel series when pooling healthy validation (-1: all cores)",
     )
 
 
