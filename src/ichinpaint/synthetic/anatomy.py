@@ -248,12 +248,17 @@ def sample_depth(template: Template, ras: np.ndarray) -> np.ndarray:
 
 
 def sample_fields(
-    template: Template, head: Head, ras: np.ndarray, depth: np.ndarray | None = None
+    template: Template,
+    head: Head,
+    ras: np.ndarray,
+    depth: np.ndarray | None = None,
+    ventricles: bool = True,
 ) -> Fields:
     """Trilinear samples of the tissue maps at template RAS points, with the head's atrophy.
 
     `depth` may be given when the caller has it already (interpolated from a coarse grid:
-    a distance map is smooth enough for that).
+    a distance map is smooth enough for that). The ventricle map is only needed to place
+    and paint some bleeds; `ventricles=False` leaves it zero and saves a third of the work.
     """
     shape = ras.shape[:-1]
     ras = ras.reshape(-1, 3)
@@ -263,14 +268,16 @@ def sample_fields(
     depth = np.asarray(depth, np.float32).reshape(-1)
     # Tissue maps only where there is intracranial content (half the points or less).
     inside = np.flatnonzero(depth <= head.csf_rim_mm + 1.0)
-    gm, wm, ventricles = (np.zeros(len(depth), np.float32) for _ in range(3))
-    gm[inside] = _sample(template.gm, coords[:, inside], 0.0)
-    wm[inside] = _sample(template.wm, coords[:, inside], 0.0)
-    ventricles[inside] = _sample(template.ventricles, coords[:, inside] / COARSE_MM, 0.0)
+    coords = coords[:, inside]
+    gm, wm, vent = (np.zeros(len(depth), np.float32) for _ in range(3))
+    gm[inside] = _sample(template.gm, coords, 0.0)
+    wm[inside] = _sample(template.wm, coords, 0.0)
+    if ventricles:
+        vent[inside] = _sample(template.ventricles, coords / COARSE_MM, 0.0)
     gm, wm = _atrophy(gm, wm, head.atrophy)
     intracranial = depth <= head.csf_rim_mm
     csf = np.where(intracranial, np.clip(1.0 - gm - wm, 0.0, 1.0), 0.0)
-    fields = (gm, wm, csf.astype(np.float32), depth, ventricles, ras[:, 0])
+    fields = (gm, wm, csf.astype(np.float32), depth, vent, ras[:, 0])
     return Fields(*(a.reshape(shape) for a in fields))
 
 

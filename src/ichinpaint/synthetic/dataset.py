@@ -76,6 +76,24 @@ def write_dataset(
     return counts
 
 
+def render_plan(plan: SeriesPlan) -> render.RenderedSeries:
+    """The series a plan describes; deterministic, so tests can recompute the intended HU."""
+    return render.render_series(
+        anatomy.load_template(),
+        np.random.default_rng(plan.seed),
+        plan.n_slices,
+        plan.rows,
+        plan.cols,
+        plan.lesion_kinds,
+        tilt_deg=plan.tilt_deg,
+    )
+
+
+def outside_fov(plan: SeriesPlan) -> np.ndarray | None:
+    """Pixels a scanner pads outside its reconstruction circle (None when it does not)."""
+    return _outside_fov(plan.rows, plan.cols) if plan.fov_padding else None
+
+
 class _SeriesWriter:
     """Picklable per-series job: render, write the DICOM files and the ground truth."""
 
@@ -83,16 +101,7 @@ class _SeriesWriter:
         self.out = out
 
     def __call__(self, plan: SeriesPlan) -> SeriesResult:
-        rng = np.random.default_rng(plan.seed)
-        series = render.render_series(
-            anatomy.load_template(),
-            rng,
-            plan.n_slices,
-            plan.rows,
-            plan.cols,
-            plan.lesion_kinds,
-            tilt_deg=plan.tilt_deg,
-        )
+        series = render_plan(plan)
         _write_dicoms(self.out / "stage_2_train", plan, series)
         kept = [k for k in range(plan.n_slices) if k != plan.truncated_k]
         _write_ground_truth(self.out / "ground_truth" / plan.series_uid, plan, series, kept)
@@ -114,7 +123,7 @@ def _slice_labels(codes: np.ndarray) -> list[int]:
 
 def _write_dicoms(folder: Path, plan: SeriesPlan, series: render.RenderedSeries) -> None:
     geom = series.geometry
-    outside = _outside_fov(geom.rows, geom.cols) if plan.fov_padding else None
+    outside = outside_fov(plan)
     for k, image_id in enumerate(plan.image_ids):
         stored, intercept = dicom.encode_hu(series.hu[k], plan.encoding, outside)
         header = dicom.SliceHeader(

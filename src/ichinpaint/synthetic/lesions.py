@@ -126,6 +126,8 @@ _INDICATORS = {
     "intraventricular": _intraventricular,
     "subarachnoid": _subarachnoid,
 }
+# Bleeds whose shape needs the ventricle map (the rest can skip sampling it).
+USES_VENTRICLES = ("intraventricular", "subarachnoid")
 # Painting order: later bleeds cover earlier ones where they overlap.
 PAINT_ORDER = ("intraparenchymal", "intraventricular", "subarachnoid", "subdural", "epidural")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ichinpaint.constants import SUBTYPE_CODES, SUBTYPES
+from ichinpaint.constants import SUBTYPE_CODES
 
 from . import anatomy, geometry, lesions
 from .anatomy import HEAD_CENTRE_MNI, Head, Template
@@ -73,29 +73,35 @@ def render_series(
 
 def _template_points(
     template: Template, head: Head, geom: SeriesGeometry, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Template RAS (SUBPLANES, rows, cols, 3) and envelope depth of slice k's sub-plane pixels.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Template RAS (SUBPLANES, rows, cols, 3), envelope depth and skull-thickness factor
+    of slice k's sub-plane pixels.
 
-    Both are smooth, so they are computed on a coarse grid and upsampled bilinearly.
+    All three are smooth, so they are computed on a coarse grid and upsampled bilinearly.
     """
     coarse = anatomy.template_coordinates(head, geom.points(k, stride=COARSE_STRIDE))
     depth = anatomy.sample_depth(template, coarse)
-    stacked = np.concatenate([np.moveaxis(coarse, -1, 0), depth[None]])
-    full = geometry.upsample(stacked, geom.rows, geom.cols)
-    return np.moveaxis(full[:3], 0, -1), full[3]
+    modulation = anatomy.skull_modulation(head, coarse)
+    stacked = np.concatenate([np.moveaxis(coarse, -1, 0), depth[None], modulation[None]])
+    full = geometry.upsample(stacked.astype(np.float32), geom.rows, geom.cols)
+    return np.moveaxis(full[:3], 0, -1), full[3], full[4]
 
 
 def _render_slice(
     template: Template, head: Head, geom: SeriesGeometry, k: int, placed: list[lesions.Lesion]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ras, depth = _template_points(template, head, geom, k)
-    fields = anatomy.sample_fields(template, head, ras, depth)
-    hu = anatomy.compose_hu(fields, head, anatomy.skull_modulation(head, ras))
+    ras, depth, modulation = _template_points(template, head, geom, k)
     nearby = [x for x in placed if x.near_plane(geom.ipps[k], geom.normal, geometry.SLAB_MM)]
-    hu, masks = lesions.paint(nearby, hu, geom.points(k), fields, head)
+    need_ventricles = any(x.kind in lesions.USES_VENTRICLES for x in nearby)
+    fields = anatomy.sample_fields(template, head, ras, depth, ventricles=need_ventricles)
+    hu = anatomy.compose_hu(fields, head, modulation)
+    if nearby:
+        hu, masks = lesions.paint(nearby, hu, geom.points(k), fields, head)
+    else:
+        masks = {}
     codes = np.zeros((geom.rows, geom.cols), np.uint8)
     best = np.full((geom.rows, geom.cols), LESION_FRACTION - 1e-6, np.float32)
-    for kind in SUBTYPES:
+    for kind in masks:
         fraction = masks[kind].mean(0)
         better = fraction > best
         codes[better] = SUBTYPE_CODES[kind]
