@@ -93,8 +93,11 @@ def mediffusion_config(spec: InpainterSpec) -> dict[str, Any]:
     }
 
 
-def build_module(spec: InpainterSpec, **module_kwargs: Any):
-    """A fresh mediffusion ``DiffusionModule`` for `spec` (extra kwargs go to its constructor)."""
+def build_module(spec: InpainterSpec, module_class: type | None = None, **module_kwargs: Any):
+    """A fresh mediffusion ``DiffusionModule`` for `spec` (extra kwargs go to its constructor).
+
+    `module_class` lets training build its ``DiffusionModule`` subclass from the same config.
+    """
     from mediffusion import DiffusionModule
     from omegaconf import OmegaConf
 
@@ -103,7 +106,7 @@ def build_module(spec: InpainterSpec, **module_kwargs: Any):
     os.close(fd)
     try:
         OmegaConf.save(OmegaConf.create(mediffusion_config(spec)), path)
-        return DiffusionModule(path, **module_kwargs)
+        return (module_class or DiffusionModule)(path, **module_kwargs)
     finally:
         os.unlink(path)
 

@@ -1,0 +1,293 @@
+"""One training run, end to end: data, model, Lightning trainer, resume, artefacts.
+
+The run is defined by a :class:`TrainConfig` (the ``train`` params) and a
+:class:`TrainPaths` (where things are read and written). It always trains to the same
+number of optimiser steps, ``ceil(total_image_seen / (batch_size * accumulate *
+devices * nodes))``; a killed run restarts from ``<state_dir>/last.ckpt`` and reaches
+that same count. The resume state is used only when it was written by the same
+configuration (a fingerprint in ``<state_dir>/fingerprint.json``); otherwise it is
+discarded and the run starts over, so a changed param never continues an unrelated run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from ichinpaint.io import read_json, write_json
+from ichinpaint.model import InpainterSpec, build_module, save_inpainter, scaled_sizes
+from ichinpaint.training.augment import load_transforms
+from ichinpaint.training.callbacks import (
+    HardStop,
+    PeriodicCheckpoint,
+    TrustedCheckpointIO,
+    WarmupEMA,
+)
+from ichinpaint.training.dataset import InpaintingDataset, read_split
+from ichinpaint.training.module import InpaintingModule
+
+# Params that change how the run is executed or observed, not what it learns.
+NOT_IN_FINGERPRINT = ("num_workers", "compile", "val_every", "val_images", "checkpoint_every")
+METRIC_KEYS = (
+    "train_loss",
+    "val_loss",
+    "images_seen",
+    "steps",
+    "images_trained_this_run",
+    "resumed_from_step",
+    "wall_time_s",
+    "images_per_s",
+    "parameters",
+    "device",
+)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The ``train`` params (see ``ichinpaint train --help`` for each one)."""
+
+    img_size: int = 64
+    total_image_seen: int = 2400
+    batch_size: int = 16
+    accumulate_grad_batches: int = 1
+    num_devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32"
+    lr: float = 1e-3
+    ema_decay: float = 0.995
+    model_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    attention_resolutions: tuple[int, ...] = (8,)
+    num_res_blocks: int = 1
+    sizes: tuple[int, ...] = (8, 16, 32, 64)
+    grid_fraction: float = 0.5
+    val_every: int = 800
+    val_images: int = 32
+    checkpoint_every: int = 400
+    seed: int = 0
+    num_workers: int = 0
+    channels_last: bool = True
+    compile: bool = False
+
+    def spec(self) -> InpainterSpec:
+        return InpainterSpec(
+            img_size=self.img_size,
+            model_channels=self.model_channels,
+            channel_mult=tuple(self.channel_mult),
+            num_res_blocks=self.num_res_blocks,
+            attention_resolutions=tuple(self.attention_resolutions),
+            lr=self.lr,
+        )
+
+    @property
+    def world_size(self) -> int:
+        return self.num_devices * self.num_nodes
+
+    @property
+    def images_per_step(self) -> int:
+        return self.batch_size * self.accumulate_grad_batches * self.world_size
+
+    @property
+    def max_steps(self) -> int:
+        return max(1, math.ceil(self.total_image_seen / self.images_per_step))
+
+    def steps_for(self, images: int) -> int:
+        return max(1, round(images / self.images_per_step))
+
+    def fingerprint(self) -> str:
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_IN_FINGERPRINT}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=list).encode()).hexdigest()[
+            :16
+        ]
+
+
+@dataclasses.dataclass
+class TrainPaths:
+    """Inputs and outputs of a run; manifest paths are relative to `root`."""
+
+    slices: Path
+    transforms: Path
+    out: Path  # the EMA weights (models/inpainter.ckpt); the spec goes beside it as .json
+    state_dir: Path  # resume state (persisted DVC output)
+    live_dir: Path  # DVCLive directory
+    metrics: Path
+    root: Path = Path(".")
+
+
+def resume_checkpoint(state_dir: Path, fingerprint: str) -> Path | None:
+    """The checkpoint to resume from, or None; state from another configuration is removed."""
+    ckpt = state_dir / "last.ckpt"
+    stamp = state_dir / "fingerprint.json"
+    stored = read_json(stamp).get("fingerprint") if stamp.is_file() else None
+    if stored != fingerprint and state_dir.exists():
+        if ckpt.exists():
+            print(f"[train] {state_dir}: resume state is from another configuration; starting over")
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_json(stamp, {"fingerprint": fingerprint})
+    return ckpt if ckpt.is_file() else None
+
+
+def validation_rows(rows, limit: int):
+    """At most `limit` rows spread evenly over the split (all series represented)."""
+    if limit <= 0 or len(rows) <= limit:
+        return rows
+    return rows.iloc[np.linspace(0, len(rows) - 1, limit).round().astype(int)].reset_index(
+        drop=True
+    )
+
+
+def build_datasets(
+    cfg: TrainConfig, paths: TrainPaths
+) -> tuple[InpaintingDataset, InpaintingDataset]:
+    sizes = scaled_sizes(cfg.sizes, cfg.img_size)
+    train_rows = read_split(paths.slices, "train")
+    val_rows = validation_rows(read_split(paths.slices, "val"), cfg.val_images)
+    common = dict(
+        root=paths.root, img_size=cfg.img_size, sizes=sizes, grid_fraction=cfg.grid_fraction
+    )
+    train_ds = InpaintingDataset(train_rows, transforms=load_transforms(paths.transforms), **common)
+    val_ds = InpaintingDataset(val_rows, transforms=None, fixed_seed=cfg.seed, **common)
+    return train_ds, val_ds
+
+
+def build_trainer(cfg: TrainConfig, paths: TrainPaths, resuming: bool, hard_stop_steps: int | None):
+    from dvclive.lightning import DVCLiveLogger
+
+    logger = DVCLiveLogger(
+        dir=str(paths.live_dir), resume=resuming, dvcyaml=False, save_dvc_exp=False, report=None
+    )
+    ema = WarmupEMA(cfg.ema_decay)
+    callbacks: list[pl.Callback] = [ema, StopAtMaxSteps(cfg.max_steps)]
+    if hard_stop_steps is not None:
+        callbacks.append(HardStop(hard_stop_steps))  # before the checkpoint: like a kill
+    callbacks.append(
+        PeriodicCheckpoint(paths.state_dir / "last.ckpt", cfg.steps_for(cfg.checkpoint_every))
+    )
+    per_rank_batch = cfg.batch_size * cfg.world_size
+    trainer = pl.Trainer(
+        accelerator="auto",
+        devices=cfg.num_devices,
+        num_nodes=cfg.num_nodes,
+        strategy="ddp" if cfg.world_size > 1 else "auto",
+        precision=cfg.precision,
+        max_steps=cfg.max_steps,
+        max_epochs=-1,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=1.0,
+        val_check_interval=max(1, round(cfg.val_every / per_rank_batch)),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(10, cfg.max_steps // 100)),
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[TrustedCheckpointIO()],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(paths.state_dir),
+    )
+    return trainer, ema, logger
+
+
+class StopAtMaxSteps(pl.Callback):
+    """Ask Lightning to stop at the last step, so that it runs a final validation first."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.global_step >= self.max_steps:
+            trainer.should_stop = True
+
+
+@torch.inference_mode()
+def final_val_loss(module: InpaintingModule, weights: dict[str, torch.Tensor]) -> float:
+    """Validation loss of `weights` (the EMA) at the fixed validation timesteps and noise."""
+    module.load_state_dict(weights)
+    module.eval()
+    device = next(module.parameters()).device
+    losses, counts = [], []
+    for i, batch in enumerate(module.val_dataloader()):
+        batch = module._prepare({k: v.to(device) for k, v in batch.items()})
+        losses.append(float(module.fixed_loss(batch, i)))
+        counts.append(batch["img"].shape[0])
+    return float(np.average(losses, weights=counts))
+
+
+def train(
+    cfg: TrainConfig, paths: TrainPaths, hard_stop_steps: int | None = None
+) -> dict[str, Any]:
+    """Train (or resume) to ``cfg.max_steps``; write the EMA model, the metrics; return them.
+
+    `hard_stop_steps` aborts with ``TrainingInterrupted`` after that many steps, without
+    a final checkpoint: it stands in for a killed process in tests.
+    """
+    start = time.perf_counter()
+    pl.seed_everything(cfg.seed, workers=True)
+    train_ds, val_ds = build_datasets(cfg, paths)
+    resume = resume_checkpoint(Path(paths.state_dir), cfg.fingerprint())
+    module = build_module(
+        cfg.spec(),
+        module_class=InpaintingModule,
+        max_steps=cfg.max_steps,
+        num_workers=cfg.num_workers,
+        channels_last=cfg.channels_last,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        batch_size=cfg.batch_size,
+    )
+    if cfg.compile:
+        module.model.compile()  # in place: state_dict keys stay those of the plain model
+    trainer, ema, logger = build_trainer(
+        cfg, paths, resuming=resume is not None, hard_stop_steps=hard_stop_steps
+    )
+    if trainer.is_global_zero:
+        logger.experiment.log_params(
+            {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+        )
+    fit_start = time.perf_counter()
+    trainer.fit(module, ckpt_path=str(resume) if resume else None)
+    fit_seconds = time.perf_counter() - fit_start
+    if not trainer.is_global_zero:
+        return {}
+    resumed_from = module.resumed_from_step
+    weights = ema.ema_weights()
+    spec = cfg.spec()
+    save_inpainter(
+        paths.out,
+        weights,
+        spec,
+        extra={
+            "training": {
+                "images_seen": trainer.global_step * cfg.images_per_step,
+                "steps": trainer.global_step,
+            }
+        },
+    )
+    trained = (trainer.global_step - resumed_from) * cfg.images_per_step
+    metrics = {
+        "train_loss": float(np.mean(module.recent_train_losses))
+        if module.recent_train_losses
+        else float("nan"),
+        "val_loss": final_val_loss(module, weights),
+        "images_seen": trainer.global_step * cfg.images_per_step,
+        "steps": trainer.global_step,
+        "images_trained_this_run": trained,
+        "resumed_from_step": resumed_from,
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        "images_per_s": round(trained / fit_seconds, 2) if fit_seconds > 0 else 0.0,
+        "parameters": sum(p.numel() for p in module.model.parameters()),
+        "device": str(next(module.parameters()).device.type),
+    }
+    write_json(paths.metrics, metrics)
+    return metrics
