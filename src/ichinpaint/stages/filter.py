@@ -112,8 +112,7 @@ def read_all_headers(paths: list[str], n_jobs: int) -> pd.DataFrame:
         unit="chunk",
     )
     records = [r for chunk in results for r in chunk]
-    columns = ["image_id", "patient_id", "study_uid", "series_uid", "position", "reason", "detail"]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return pd.DataFrame.from_records(records, columns=list(dicom.HEADER_COLUMNS))
 
 
 def merge_files_and_labels(headers: pd.DataFrame, wide: pd.DataFrame) -> pd.DataFrame:
