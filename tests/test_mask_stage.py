@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from test_brainmask import phantom_head
+from test_brainmask import SoftTissueProbability, phantom_head, script
 
 from ichinpaint import cli
 
@@ -43,7 +43,7 @@ def two_series(tmp_path: Path) -> dict[str, Path]:
     }
 
 
-def run_mask(paths: dict[str, Path], *extra: str) -> None:
+def run_mask(paths: dict[str, Path], *extra: str, overlay: bool = False) -> None:
     cli.main(
         [
             "mask",
@@ -56,7 +56,7 @@ def run_mask(paths: dict[str, Path], *extra: str) -> None:
             "--metrics",
             str(paths["metrics"]),
             "--overlay",
-            str(paths["overlay"]),
+            str(paths["overlay"]) if overlay else "",
             "--n_jobs",
             "1",
             *extra,
@@ -65,7 +65,7 @@ def run_mask(paths: dict[str, Path], *extra: str) -> None:
 
 
 def test_mask_stage_writes_uint8_masks_on_the_source_grid_and_dice(two_series):
-    run_mask(two_series)
+    run_mask(two_series, overlay=True)
     for source in sorted(two_series["nifti"].glob("*.nii.gz")):
         mask = nib.load(two_series["out"] / source.name)
         hu = nib.load(source)
@@ -106,3 +106,23 @@ def test_mask_stage_refuses_ground_truth_on_another_grid(two_series):
 def test_model_method_needs_a_model_path(two_series):
     with pytest.raises(ValueError, match="--model_path"):
         run_mask(two_series, "--method", "model")
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_mask_stage_runs_a_torchscript_model(two_series, tmp_path):
+    path = script(SoftTissueProbability(), tmp_path / "soft.pt")
+    run_mask(
+        two_series,
+        "--method",
+        "model",
+        "--model_path",
+        path,
+        "--model_size",
+        "96",
+        "--model_output",
+        "probabilities",
+    )
+    metrics = json.loads(two_series["metrics"].read_text())
+    assert metrics["method"] == "model" and metrics["series"] == 2
+    # soft tissue includes the scalp, so the overlap is real but far from perfect
+    assert 0.5 < metrics["dice_mean"] < 0.97
