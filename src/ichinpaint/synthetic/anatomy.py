@@ -330,7 +330,7 @@ def compose_hu(fields: Fields, head: Head, skull_modulation: np.ndarray) -> np.n
     ]
     outer = np.interp(u, profile_u, profile_hu)
     in_scalp = u > 1.0
-    fat = in_scalp & (u > 1.0 + 0.35 * (scalp_end - 1.0)) & (u < 1.0 + 0.6 * (scalp_end - 1.0))
-    outer = np.where(fat, -70.0, outer)
+    fat = in_scalp & (u > 1.0 + 0.3 * (scalp_end - 1.0)) & (u < 1.0 + 0.5 * (scalp_end - 1.0))
+    outer = np.where(fat, -40.0, outer)
     outer = np.where(u > scalp_end, -1000.0, outer)
     return np.where(fields.depth <= head.csf_rim_mm, tissue, outer).astype(np.float32)

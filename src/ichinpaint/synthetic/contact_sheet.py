@@ -74,7 +74,7 @@ def write(path: Path, panels: list[Panel]) -> None:
     chosen = choose(panels)
     n_cols = 4
     n_rows = max(1, -(-len(chosen) // n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 4.2 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 4.5 * n_rows), squeeze=False)
     low = BRAIN_WINDOW_CENTER - BRAIN_WINDOW_WIDTH / 2
     high = BRAIN_WINDOW_CENTER + BRAIN_WINDOW_WIDTH / 2
     for ax in axes.flat:
@@ -87,11 +87,11 @@ def write(path: Path, panels: list[Panel]) -> None:
                 ax.contour(
                     mask.astype(float), levels=[0.5], colors=[SUBTYPE_COLOURS[kind]], linewidths=1.0
                 )
-        ax.set_title(panel.title, fontsize=8)
+        ax.set_title(panel.title, fontsize=8, pad=3)
     handles = [Patch(edgecolor=c, facecolor="none", label=k) for k, c in SUBTYPE_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, fontsize=10)
     fig.suptitle("Synthetic head CT, brain window (40/80 HU), lesion outlines by subtype")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.96), h_pad=1.5)
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, metadata={"Software": None})
     plt.close(fig)

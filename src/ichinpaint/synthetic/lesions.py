@@ -116,7 +116,9 @@ def _subarachnoid(lesion, points, f, head):
     near = np.linalg.norm(points - lesion.centre, axis=-1) < lesion.radius * (
         1 + 0.25 * _wiggle(lesion, points)
     )
-    return near & (f.csf > 0.3) & (f.ventricles < 0.3) & (_inside_mm(f, head) > 0.5)
+    # Sulci, fissures and cisterns: CSF inside the brain envelope, not the outer rim under
+    # the skull (blood there would read as a thin subdural).
+    return near & (f.csf > 0.3) & (f.ventricles < 0.3) & (f.depth < -1.0)
 
 
 _INDICATORS = {
@@ -170,7 +172,7 @@ def _could_hit(lesion: Lesion, f: Fields, head: Head) -> np.ndarray:
     if lesion.kind == "intraventricular":
         return f.ventricles.reshape(-1) > 0.5
     if lesion.kind == "subarachnoid":
-        return f.csf.reshape(-1) > 0.3
+        return (f.csf.reshape(-1) > 0.3) & (f.depth.reshape(-1) < -1.0)
     return f.depth.reshape(-1) < head.csf_rim_mm
 
 
@@ -198,7 +200,7 @@ def candidates(kind: str, seeds: SeedPoints, head: Head, n_slices: int) -> np.nd
     elif kind == "intraventricular":
         ok = f.ventricles > 0.7
     else:
-        ok = (f.csf > 0.5) & (f.ventricles < 0.2) & (inside > 2)
+        ok = (f.csf > 0.5) & (f.ventricles < 0.2) & (f.depth < -3.0)
     return np.flatnonzero(ok & interior)
 
 
@@ -247,7 +249,7 @@ def random_lesion(kind: str, centre: np.ndarray, lr: float, rng: np.random.Gener
         level = centre[1] + rng.uniform(-0.6, 0.3) * radius
         if rng.random() < 0.35:
             level = -np.inf
-        return Lesion(**common, blood_hu=rng.uniform(45, 75), radius=radius, level_y=level)
+        return Lesion(**common, blood_hu=rng.uniform(50, 75), radius=radius, level_y=level)
     return Lesion(**common, blood_hu=rng.uniform(50, 80), radius=_log_uniform(rng, 10, 40))
 
 
