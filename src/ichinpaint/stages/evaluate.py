@@ -76,9 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.gallery_per_category,
         help="overlay PNGs per category (TP per subtype, missed bleeds, false positives)",
     )
-    parser.add_argument(
-        "--n_jobs", type=int, default=-1, help="parallel series (-1: all cores)"
-    )
+    parser.add_argument("--n_jobs", type=int, default=-1, help="parallel series (-1: all cores)")
     parser.add_argument(
         "--canvas", type=int, default=d.canvas, help="png stage canvas (ground truth geometry)"
     )
