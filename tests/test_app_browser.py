@@ -52,7 +52,7 @@ def test_page_renders_a_slice_in_headless_chromium(tmp_path):
         browser.chromium() as driver,
     ):
         try:
-            loaded = browser.wait_for_slice_image(driver, url)
+            loaded = browser.wait_for_slice_image(driver, url, min_images=2)
         except TimeoutError as error:
             pytest.fail(f"{error}\n--- server log ---\n{log.read_text()}")
         text = browser.page_text(driver)

@@ -117,8 +117,9 @@ def page_text(driver) -> str:
     return "<no page text>"
 
 
-def wait_for_slice_image(driver, url: str, timeout: float = 90) -> int:
-    """Load `url` and wait until the slice picture has rendered; returns the loaded image count.
+def wait_for_slice_image(driver, url: str, timeout: float = 90, min_images: int = 1) -> int:
+    """Load `url` and wait until the slice picture (and `min_images` images in all) has
+    rendered; returns the loaded image count.
 
     Raises TimeoutError carrying the page text, so a failure says what the page shows
     instead (an error message, a traceback, a spinner).
@@ -130,7 +131,7 @@ def wait_for_slice_image(driver, url: str, timeout: float = 90) -> int:
 
     def rendered(d) -> int | bool:
         loaded = d.execute_script(_LOADED_IMAGES)
-        return loaded if loaded >= 1 and SLICE_CAPTION in page_text(d) else False
+        return loaded if loaded >= min_images and SLICE_CAPTION in page_text(d) else False
 
     try:
         return int(WebDriverWait(driver, timeout, poll_frequency=0.5).until(rendered))
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
         with served_app(app_args, free_port(), log) as url, chromium(args.width, args.height) as d:
-            wait_for_slice_image(d, url)
+            wait_for_slice_image(d, url, min_images=2)  # slice picture and score strip
             save_screenshot(d, args.out)
     print(f"wrote {args.out}")
     return 0

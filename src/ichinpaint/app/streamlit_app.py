@@ -281,7 +281,13 @@ def show_slice(result: data.SeriesResult, decision: data.Decision, uid: str, opa
     vmax = max(2.0 * decision.thresholds.pixel_threshold, 0.05)
     truth = None if result.truth is None else result.truth[k]
     picture = view.compose_slice(
-        result.ct[k], result.cleaned[k], result.labels[k], truth, opacity=opacity, vmax=vmax
+        result.ct[k],
+        result.cleaned[k],
+        result.labels[k],
+        truth,
+        opacity=opacity,
+        vmax=vmax,
+        scale=view.display_scale(result.ct.shape[-1]),
     )
     row = table.iloc[k]
     bleed = [s for s in SUBTYPES if int(row[s]) == 1]

@@ -28,21 +28,27 @@ POSITIVE_COLOUR = "#d62728"
 FLAGGED_COLOUR = "#17becf"
 
 
+def display_scale(img_size: int, target_px: int = 640) -> int:
+    """Whole-number enlargement that brings the model grid near `target_px` on screen."""
+    return max(1, round(target_px / max(img_size, 1)))
+
+
 def enlarge(image: np.ndarray, factor: int) -> np.ndarray:
     """Each pixel becomes a `factor` x `factor` block (nearest neighbour)."""
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def outline(mask: np.ndarray) -> np.ndarray:
-    """The inner boundary of a binary mask: mask pixels with a neighbour outside it."""
+def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The inner boundary of a binary mask, `width` pixels thick."""
     mask = np.asarray(mask, dtype=bool)
-    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+    return mask & ~ndimage.binary_erosion(mask, iterations=width, border_value=0)
 
 
-def outer_outline(mask: np.ndarray) -> np.ndarray:
-    """The pixels just outside a binary mask (8-connected ring around it)."""
+def outer_outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The ring of pixels just outside a binary mask, `width` pixels thick."""
     mask = np.asarray(mask, dtype=bool)
-    return ndimage.binary_dilation(mask, structure=np.ones((3, 3), bool)) & ~mask
+    square = np.ones((3, 3), bool)
+    return ndimage.binary_dilation(mask, structure=square, iterations=width) & ~mask
 
 
 def compose_slice(
@@ -70,11 +76,13 @@ def compose_slice(
     alpha = (float(np.clip(opacity, 0.0, 1.0)) * strength)[..., None]
     rgb = (1.0 - alpha) * rgb + alpha * colours
     big = enlarge((rgb * 255).round().astype(np.uint8), scale)
-    big[outline(enlarge(np.asarray(detections) > 0, scale))] = _RGB[DETECTION_COLOUR]
+    width = max(1, scale // 5)  # lines stay visible when the picture is shown smaller
+    big[outline(enlarge(np.asarray(detections) > 0, scale), width)] = _RGB[DETECTION_COLOUR]
     if truth is not None:
         # Truth is drawn just outside its mask, detections just inside theirs, so a
         # detection that matches the truth shows both lines side by side.
-        big[outer_outline(enlarge(np.asarray(truth, dtype=bool), scale))] = _RGB[TRUTH_COLOUR]
+        ring = outer_outline(enlarge(np.asarray(truth, dtype=bool), scale), width)
+        big[ring] = _RGB[TRUTH_COLOUR]
     return big
 
 
@@ -90,7 +98,7 @@ def score_strip(
 
     Bleed slices (CSV label ``any``) get a red band, flagged slices a filled cyan
     marker, unused slices (mid-range filter) a grey cross; the dashed line is the
-    threshold the value is compared with; the vertical line is the slice on screen.
+    threshold the value is compared with; the dotted blue line is the slice on screen.
     """
     k = table["slice_index"].to_numpy()
     y = table[value_column].to_numpy(dtype=float)
@@ -111,7 +119,7 @@ def score_strip(
     if (~used).any():
         ax.scatter(k[~used], y[~used], marker="x", color="0.6", s=18, zorder=2, label="unused")
     ax.axhline(threshold, color="0.1", ls="--", lw=1, label=threshold_label)
-    ax.axvline(current_slice, color="0.2", lw=0.8, alpha=0.6)
+    ax.axvline(current_slice, color="#1f77b4", ls=":", lw=1.5, label="slice on screen")
     ax.plot([], [], color=POSITIVE_COLOUR, alpha=0.4, lw=6, label="bleed (CSV label)")
     ax.set_xlim(k.min() - 0.5, k.max() + 0.5) if len(k) else None
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
