@@ -256,9 +256,22 @@ def test_page_renders_switches_series_and_reacts_to_controls(outputs, monkeypatc
     at.sidebar.number_input(key="min_component_px").set_value(16).run()
     assert metric(at, "FP components on healthy slices") == "0"
     assert metric(at, "Slices flagged") == "0 / 4"
+    assert any("No detections on this series" in i.value for i in at.info)
 
     at.sidebar.selectbox(key="series").select(NO_MAP).run()
     assert any("no anomaly map" in w.value and "dvc repro detect" in w.value for w in at.warning)
+
+
+def test_fpr_mode_and_3d_consistency_render_and_decide_by_slice_score(outputs, monkeypatch):
+    at = page(outputs, monkeypatch)
+    at.sidebar.radio(key="threshold_mode").set_value("fpr").run()
+    at.sidebar.number_input(key="target_fpr").set_value(0.5).run()
+    at.sidebar.toggle(key="consistency_3d").set_value(True).run()
+    assert not at.exception, at.exception
+    assert "slice threshold on `score_top1pct`" in at.markdown[0].value
+    # The bleed spans slices 1 and 2, so the 3-D check keeps both detections.
+    assert metric(at, "Detections (components)") == "2"
+    assert metric(at, "Bleed slices flagged") == "2 / 2"
 
 
 def test_save_as_params_writes_what_is_on_screen(outputs, monkeypatch):
