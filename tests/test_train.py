@@ -1,0 +1,280 @@
+"""The train stage: masks, augmentation, samples, one step, resume, artefacts, metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from train_fixtures import write_png_set
+
+from ichinpaint import grid, model
+from ichinpaint.training import augment, callbacks, dataset, loop, masks
+from ichinpaint.training.module import InpaintingModule
+
+REPO = Path(__file__).resolve().parents[1]
+IMG = 16
+SIZES_256 = (32, 64)  # -> 2 and 4 px at 16 px
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models are overhead-bound; on a shared 2-core machine one thread is faster.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def png_set(tmp_path: Path) -> Path:
+    return write_png_set(tmp_path, img_size=IMG)
+
+
+def tiny_config(**overrides) -> loop.TrainConfig:
+    values = dict(
+        img_size=IMG,
+        total_image_seen=20,
+        batch_size=4,
+        model_channels=32,
+        channel_mult=(1, 2),
+        attention_resolutions=(),
+        sizes=SIZES_256,
+        val_every=10_000,
+        val_images=4,
+        checkpoint_every=8,
+        lr=1e-3,
+    )
+    values.update(overrides)
+    return loop.TrainConfig(**values)
+
+
+def tiny_paths(root: Path, manifest: Path) -> loop.TrainPaths:
+    return loop.TrainPaths(
+        slices=manifest,
+        transforms=REPO / "transforms/train.json",
+        out=root / "models/inpainter.ckpt",
+        state_dir=root / "models/train_state",
+        live_dir=root / "dvclive/train",
+        metrics=root / "metrics/train.json",
+        root=root,
+    )
+
+
+# -- masks -----------------------------------------------------------------------------
+def test_grid_masks_are_detection_passes_that_touch_the_brain():
+    brain = np.zeros((IMG, IMG), np.float32)
+    brain[4:12, 5:11] = 1
+    sizes = model.scaled_sizes(SIZES_256, IMG)
+    patterns = {
+        p: grid.pass_mask(IMG, p).astype(np.float32) for p in grid.all_passes(sizes, offsets=True)
+    }
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        mask = masks.training_mask(brain, sizes, grid_fraction=1.0, rng=rng)
+        assert mask.shape == (IMG, IMG)
+        matches = [p for p, m in patterns.items() if np.array_equal(m, mask)]
+        assert matches, "grid mask is not one of the detection passes"
+        assert (mask * brain).sum() > 0
+
+
+def test_random_masks_are_squares_of_the_sizes_inside_image_and_on_brain():
+    brain = np.zeros((IMG, IMG), np.float32)
+    brain[0:3, 13:16] = 1  # brain in a corner: squares must be pushed inside the image
+    sizes = model.scaled_sizes(SIZES_256, IMG)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        mask = masks.random_squares_mask(brain, sizes, rng, max_squares=1)
+        rows, cols = np.nonzero(mask)
+        height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert height == width and height in sizes
+        assert mask.sum() == height * width  # one full square, within the image
+        assert (mask * brain).sum() > 0
+
+
+def test_training_mask_mix_follows_grid_fraction():
+    brain = np.ones((IMG, IMG), np.float32)
+    sizes = model.scaled_sizes(SIZES_256, IMG)
+    rng = np.random.default_rng(2)
+    # A grid pass hides many squares; 1..3 random squares of <= 4 px hide at most 48 px.
+    big = [masks.training_mask(brain, sizes, 0.0, rng).sum() > 48 for _ in range(20)]
+    assert not any(big)
+    with pytest.raises(ValueError, match="sizes"):
+        masks.training_mask(brain, [], 0.5, rng)
+
+
+# -- augmentation ------------------------------------------------------------------------
+def centroid(a: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(a > 127)
+    return np.array([rows.mean(), cols.mean()])
+
+
+def test_augmentation_moves_image_neighbours_and_mask_together():
+    transforms = augment.load_transforms(REPO / "transforms/train.json")
+    size = 48
+    marker = np.zeros((size, size), np.uint8)
+    marker[8:13, 30:35] = 255  # off-centre, so flips and rotations move it
+    moved = 0
+    for seed in range(12):
+        image, above, below, mask = augment.augment_slice(
+            transforms, marker, marker.copy(), marker.copy(), marker.copy(), seed
+        )
+        c = centroid(image)
+        assert np.allclose(centroid(above), c) and np.allclose(centroid(below), c)
+        assert np.abs(centroid(mask) - c).max() < 1.0
+        assert set(np.unique(mask)) <= {0, 255}  # nearest for the mask
+        moved += not np.allclose(c, centroid(marker))
+    assert moved >= 6
+
+
+def test_committed_transforms_are_what_the_code_writes(tmp_path):
+    written = augment.write_transforms(tmp_path / "train.json")
+    assert json.loads(written.read_text()) == json.loads(
+        (REPO / "transforms/train.json").read_text()
+    )
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        augment.load_transforms(tmp_path / "nope.json")
+
+
+# -- samples -----------------------------------------------------------------------------
+def test_sample_follows_the_model_contract(png_set):
+    rows = dataset.read_split(png_set, "train")
+    assert len(rows) == 6  # 2 series x 4 slices, minus the use == False one each
+    ds = dataset.InpaintingDataset(
+        rows,
+        png_set.parents[2],
+        IMG,
+        model.scaled_sizes(SIZES_256, IMG),
+        0.5,
+        transforms=augment.load_transforms(REPO / "transforms/train.json"),
+    )
+    sample = ds[0]
+    assert sample["img"].shape == (1, IMG, IMG)
+    assert sample["concat"].shape == (len(model.CONDITIONING), IMG, IMG)
+    assert sample["img"].min() >= -1 and sample["img"].max() <= 1
+    brain = sample["concat"][model.CONDITIONING.index("brain_mask")]
+    hidden = sample["concat"][model.CONDITIONING.index("inpaint_mask")]
+    known = sample["concat"][model.CONDITIONING.index("known_image")]
+    assert set(brain.unique().tolist()) <= {0.0, 1.0} and set(hidden.unique().tolist()) == {
+        0.0,
+        1.0,
+    }
+    assert torch.all(known[hidden == 1] == model.BLANK_VALUE)
+    assert torch.equal(known[hidden == 0], sample["img"][0][hidden == 0])
+
+
+def test_unaugmented_sample_reads_png_values(png_set):
+    from PIL import Image
+
+    rows = dataset.read_split(png_set, "val")
+    ds = dataset.InpaintingDataset(rows, png_set.parents[2], IMG, [2], 0.0, fixed_seed=3)
+    png = np.asarray(Image.open(png_set.parents[2] / rows.loc[0, "image_path"]))
+    assert torch.allclose(ds[0]["img"][0], torch.from_numpy(png / 127.5 - 1).float())
+    assert torch.equal(ds[0]["concat"], ds[0]["concat"])  # fixed seed: same mask each time
+
+
+def test_bad_inputs_are_refused_by_name(png_set):
+    import pandas as pd
+
+    frame = pd.read_csv(png_set)
+    frame.loc[frame["split"] == "train", "any"] = 1
+    sick = png_set.with_name("sick.csv")
+    frame.to_csv(sick, index=False)
+    with pytest.raises(ValueError, match="sick.csv.*hemorrhage"):
+        dataset.read_split(sick, "train")
+    rows = dataset.read_split(png_set, "train")
+    (png_set.parents[2] / rows.loc[0, "above_path"]).unlink()
+    ds = dataset.InpaintingDataset(rows, png_set.parents[2], IMG, [2], 0.5)
+    with pytest.raises(FileNotFoundError, match=rows.loc[0, "above_path"]):
+        ds[0]
+    with pytest.raises(ValueError, match="shape"):
+        dataset.InpaintingDataset(rows, png_set.parents[2], 32, [2], 0.5)[len(rows) - 1]
+
+
+# -- one step ----------------------------------------------------------------------------
+def test_one_training_step_gives_a_finite_loss_and_gradients(png_set):
+    cfg = tiny_config()
+    train_ds, _ = loop.build_datasets(cfg, tiny_paths(png_set.parents[2], png_set))
+    module = model.build_module(
+        cfg.spec(), module_class=InpaintingModule, max_steps=1, channels_last=True, batch_size=4
+    )
+    batch = next(iter(torch.utils.data.DataLoader(train_ds, batch_size=4)))
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in module.model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    module = model.build_module(
+        tiny_config().spec(), module_class=InpaintingModule, max_steps=100, batch_size=4
+    )
+    factors = [module.lr_factor(s) for s in range(100)]
+    assert factors[0] < factors[4] == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(module.min_lr_fraction, abs=0.01)
+
+
+# -- resume state --------------------------------------------------------------------------
+def test_resume_state_of_another_configuration_is_discarded(tmp_path):
+    state = tmp_path / "state"
+    assert loop.resume_checkpoint(state, "aaa") is None
+    (state / "last.ckpt").write_bytes(b"x")
+    assert loop.resume_checkpoint(state, "aaa") == state / "last.ckpt"
+    assert loop.resume_checkpoint(state, "bbb") is None
+    assert not (state / "last.ckpt").exists()
+    assert tiny_config().fingerprint() == tiny_config(num_workers=2).fingerprint()
+    assert tiny_config().fingerprint() != tiny_config(lr=1e-4).fingerprint()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_images_seen_and_exports_safe_weights(png_set):
+    root = png_set.parents[2]
+    cfg = tiny_config(total_image_seen=20, checkpoint_every=8)  # 5 steps, checkpoint every 2
+    paths = tiny_paths(root, png_set)
+    with pytest.raises(callbacks.TrainingInterrupted):
+        loop.train(cfg, paths, hard_stop_steps=3)
+    state = torch.load(paths.state_dir / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 2  # the step-3 checkpoint never happened
+    assert not paths.out.exists() and not paths.metrics.exists()
+
+    metrics = loop.train(cfg, paths)
+    assert metrics["resumed_from_step"] == 2
+    assert metrics["steps"] == cfg.max_steps == 5
+    assert metrics["images_seen"] == 20 and metrics["images_trained_this_run"] == 12
+    assert set(loop.METRIC_KEYS) <= set(json.loads(paths.metrics.read_text()))
+    assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["val_loss"])
+
+    # The exported model is the EMA of the final state and loads with weights_only=True.
+    final = torch.load(paths.state_dir / "last.ckpt", weights_only=False)
+    assert final["global_step"] == 5
+    loaded, spec = model.load_inpainter(paths.out)
+    assert spec == cfg.spec()
+    reference = model.build_module(spec).eval()
+    reference.load_state_dict(final["ema_state_dict"])
+    x, c, t = torch.randn(2, 1, IMG, IMG), torch.randn(2, 5, IMG, IMG), torch.tensor([5, 700])
+    with torch.inference_mode():
+        assert torch.equal(
+            model.unet_forward(loaded, x, t, c), model.unet_forward(reference, x, t, c)
+        )
+
+    # DVCLive: loss curves for `dvc plots`, params, validation inpaintings.
+    live = paths.live_dir
+    assert (live / "plots/metrics/train/step/loss.tsv").is_file() or any(live.rglob("*loss*.tsv"))
+    assert (live / "plots/metrics/val/loss.tsv").is_file()
+    assert list((live / "plots/images/inpaintings").glob("*.png"))
+    assert yaml.safe_load((live / "params.yaml").read_text())["batch_size"] == 4
+
+
+# -- stage -------------------------------------------------------------------------------
+def test_stage_defaults_equal_params_yaml():
+    from ichinpaint.cli import build_parser
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["train"]
+    args = build_parser(["train"]).parse_args(["train"])
+    for key, value in params.items():
+        got = getattr(args, key)
+        assert (list(got) if isinstance(got, (list, tuple)) else got) == value, key
