@@ -258,6 +258,10 @@ def test_page_renders_switches_series_and_reacts_to_controls(outputs, monkeypatc
     assert metric(at, "Slices flagged") == "0 / 4"
     assert any("No detections on this series" in i.value for i in at.info)
 
+    at.sidebar.radio(key="split").set_value("val").run()
+    assert not at.exception and at.sidebar.selectbox(key="series").value == VAL
+    assert metric(at, "FP components on healthy slices") == "0"
+    at.sidebar.radio(key="split").set_value("test").run()
     at.sidebar.selectbox(key="series").select(NO_MAP).run()
     assert any("no anomaly map" in w.value and "dvc repro detect" in w.value for w in at.warning)
 

@@ -246,8 +246,7 @@ def threshold_summary(decision: data.Decision, evaluated: dict[str, Any] | None)
     text = f"Pixel threshold in force: **{t.pixel_threshold:.4f}**"
     if t.mode == "fpr":
         text += f"; slice threshold on `{t.decision_score}`: **{t.slice_threshold:.4f}**"
-    if decision.params["threshold_mode"] == "percentile":
-        text += f" (percentile {decision.params['percentile']:.4f} of healthy validation)"
+    text += f" (pixel threshold at percentile {decision.params['percentile']:.4f} of healthy validation)"
     if evaluated and evaluated.get("pixel_threshold") is not None:
         text += f". Last `dvc repro evaluate` chose {evaluated['pixel_threshold']:.4f}"
         if evaluated.get("threshold_mode") == "fpr":
