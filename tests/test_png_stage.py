@@ -146,3 +146,11 @@ def test_png_stage_names_a_missing_mask(project):
     Path("masks/ID_0000bb02.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match="ID_0000bb02.nii.gz"):
         run_png()
+
+
+def test_png_stage_refuses_a_split_that_disagrees_with_the_sidecar(project):
+    table = pd.read_csv("slices.csv")
+    table.loc[table["image_id"] == "ID_bb0200001", "split"] = "train"
+    table.to_csv("slices.csv", index=False)
+    with pytest.raises(ValueError, match="split disagrees"):
+        run_png()

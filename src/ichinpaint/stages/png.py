@@ -180,6 +180,15 @@ def attach_labels(
         )
     for label in LABELS:
         manifest[label] = labels.loc[manifest["image_id"], label].to_numpy().astype(int)
+    for column in ("patient_id", "split"):  # the sidecars must agree with the filter stage
+        if column in labels.columns:
+            theirs = labels.loc[manifest["image_id"], column].astype(str).to_numpy()
+            differ = manifest["image_id"][manifest[column].astype(str).to_numpy() != theirs]
+            if len(differ):
+                raise ValueError(
+                    f"{slices_csv}: {column} disagrees with the nifti sidecar for {len(differ)} "
+                    f"images, e.g. {differ.iloc[0]}"
+                )
     return manifest[list(MANIFEST_COLUMNS)]
 
 
