@@ -113,7 +113,7 @@ def parallel_map(
     """
     items = list(items)
     jobs = min(resolve_n_jobs(n_jobs), max(len(items), 1))
-    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=None)
+    bar = tqdm(total=len(items), desc=desc, unit=unit, mininterval=1.0)
     try:
         if jobs == 1:
             results = []
