@@ -298,6 +298,14 @@ def test_save_as_params_writes_what_is_on_screen(outputs, monkeypatch):
     assert any("Saved to params.yaml" in s.value for s in at.sidebar.success)
 
 
+def test_outputs_of_mixed_runs_give_a_message_not_a_traceback(outputs, monkeypatch):
+    params = outputs / "params.yaml"
+    params.write_text(params.read_text().replace("img_size: 32", "img_size: 64"))
+    at = page(outputs, monkeypatch)
+    assert not at.exception, at.exception
+    assert any("dvc repro detect" in e.value and "expected" in e.value for e in at.error)
+
+
 @pytest.mark.parametrize(
     ("remove", "expected"),
     [("data/detections", "dvc repro detect"), ("data/processed/slices.csv", "dvc repro png")],

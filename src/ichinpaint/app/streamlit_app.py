@@ -383,15 +383,22 @@ def main() -> None:
             f"Series {uid} has no anomaly map (`{paths.detection(uid)}`): run `dvc repro detect`."
         )
         st.stop()
-    result = cached_series(
-        paths_key,
-        uid,
-        asdict(choice),
-        tuple(asdict(decision.thresholds).values()),
-        canvas,
-        img_size,
-        stamp + _stamp(paths.detection(uid)),
-    )
+    try:
+        result = cached_series(
+            paths_key,
+            uid,
+            asdict(choice),
+            tuple(asdict(decision.thresholds).values()),
+            canvas,
+            img_size,
+            stamp + _stamp(paths.detection(uid)),
+        )
+    except (FileNotFoundError, ValueError) as error:
+        # Outputs of different runs mixed (e.g. png.img_size changed since detect ran).
+        st.error(
+            f"Cannot show series {uid}: {error}. Run `dvc repro detect` to bring it up to date."
+        )
+        st.stop()
     counts = data.series_counts(result.table)
     show_counts(counts)
     if counts["detections"] == 0:
