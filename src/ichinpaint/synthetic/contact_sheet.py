@@ -74,7 +74,9 @@ def write(path: Path, panels: list[Panel]) -> None:
     chosen = choose(panels)
     n_cols = 4
     n_rows = max(1, -(-len(chosen) // n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 4.5 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.6 * n_cols, 4.0 * n_rows + 0.8), squeeze=False
+    )
     low = BRAIN_WINDOW_CENTER - BRAIN_WINDOW_WIDTH / 2
     high = BRAIN_WINDOW_CENTER + BRAIN_WINDOW_WIDTH / 2
     for ax in axes.flat:
@@ -91,7 +93,7 @@ def write(path: Path, panels: list[Panel]) -> None:
     handles = [Patch(edgecolor=c, facecolor="none", label=k) for k, c in SUBTYPE_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, fontsize=10)
     fig.suptitle("Synthetic head CT, brain window (40/80 HU), lesion outlines by subtype")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.96), h_pad=1.5)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.08, wspace=0.04, hspace=0.12)
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, metadata={"Software": None})
     plt.close(fig)

@@ -118,7 +118,7 @@ def _subarachnoid(lesion, points, f, head):
     )
     # Sulci, fissures and cisterns: CSF inside the brain envelope, not the outer rim under
     # the skull (blood there would read as a thin subdural).
-    return near & (f.csf > 0.3) & (f.ventricles < 0.3) & (f.depth < -1.0)
+    return near & (f.csf > 0.45) & (f.ventricles < 0.3) & (f.depth < -1.0)
 
 
 _INDICATORS = {
@@ -172,7 +172,7 @@ def _could_hit(lesion: Lesion, f: Fields, head: Head) -> np.ndarray:
     if lesion.kind == "intraventricular":
         return f.ventricles.reshape(-1) > 0.5
     if lesion.kind == "subarachnoid":
-        return (f.csf.reshape(-1) > 0.3) & (f.depth.reshape(-1) < -1.0)
+        return (f.csf.reshape(-1) > 0.45) & (f.depth.reshape(-1) < -1.0)
     return f.depth.reshape(-1) < head.csf_rim_mm
 
 
