@@ -50,7 +50,7 @@ evaluate:
   min_component_px: 4
   consistency_3d: false       # adjacent-slice check
   reduction: score_top1pct
-  n_splits: 5                 # not an app control
+  n_splits: 2                 # not an app control
 """
 
 
@@ -123,6 +123,7 @@ def write_output_set(root: Path) -> Path:
     ids = [r["image_id"] for r in rows if r["series_uid"] == BLEED]
     (truth_dir / "ids.json").write_text(json.dumps({"image_ids": ids}))
     (root / "metrics").mkdir()
+    (root / "metrics/detect.json").write_text(json.dumps({"seconds_per_series": 1.0}))
     (root / "metrics/detection.json").write_text(
         json.dumps({"threshold_mode": "percentile", "pixel_threshold": 0.05})
     )
@@ -287,7 +288,7 @@ def test_save_as_params_writes_what_is_on_screen(outputs, monkeypatch):
     assert not at.exception, at.exception
     saved = read_params(outputs / "params.yaml")["evaluate"]
     assert saved["threshold_mode"] == "percentile" and saved["erosion_px"] == 1
-    assert saved["n_splits"] == 5  # not an app key: untouched
+    assert saved["n_splits"] == 2  # not an app key: untouched
     assert read_params(outputs / "params.yaml")["png"] == {"canvas": 32, "img_size": 32}
     # The saved percentile reproduces the typed threshold on healthy validation.
     paths = paths_of(outputs)
@@ -304,6 +305,42 @@ def test_outputs_of_mixed_runs_give_a_message_not_a_traceback(outputs, monkeypat
     at = page(outputs, monkeypatch)
     assert not at.exception, at.exception
     assert any("dvc repro detect" in e.value and "expected" in e.value for e in at.error)
+
+
+def dvc_options(group: dict) -> list[str]:
+    """A params group as DVC unpacks it into a command line (booleans as --key/--no-key)."""
+    options = []
+    for key, value in group.items():
+        if isinstance(value, bool):
+            options.append(f"--{key}" if value else f"--no-{key}")
+        else:
+            options += [f"--{key}", str(value)]
+    return options
+
+
+def test_evaluate_with_saved_params_reproduces_the_page(outputs, monkeypatch):
+    """What `dvc exp run` would run after "Save as params" gives the numbers on screen."""
+    manifest = outputs / "data/processed/slices.csv"
+    frame = pd.read_csv(manifest)
+    frame[frame["series_uid"] != NO_MAP].to_csv(manifest, index=False)  # evaluate needs every map
+    at = page(outputs, monkeypatch)
+    at.sidebar.selectbox(key="series").select(HEALTHY).run()
+    at.sidebar.radio(key="threshold_mode").set_value("value").run()
+    at.sidebar.number_input(key="pixel_value").set_value(0.045).run()
+    at.sidebar.number_input(key="erosion_px").set_value(1).run()
+    at.sidebar.button(key="save").click().run()
+    on_screen = int(metric(at, "FP components on healthy slices"))
+    in_force = float(at.markdown[0].value.split("**")[1])
+
+    from ichinpaint import cli
+
+    monkeypatch.chdir(outputs)
+    evaluate = read_params(outputs / "params.yaml")["evaluate"]
+    options = ["--canvas", "32", "--img_size", "32", "--ground_truth", "data/raw/ground_truth"]
+    assert cli.main(["evaluate", *dvc_options(evaluate), *options, "--n_jobs", "1"]) == 0
+    result = json.loads((outputs / "metrics/detection.json").read_text())
+    assert result["pixel_threshold"] == pytest.approx(in_force, abs=5e-5)  # shown to 4 decimals
+    assert result["fp_components_per_healthy_series"] == on_screen == 1  # the one healthy series
 
 
 @pytest.mark.parametrize(
