@@ -260,3 +260,20 @@ def test_bad_inputs_name_the_file(tmp_path, tiny):
     with pytest.raises(FileNotFoundError, match=missing.name):
         cli.main(argv)
     assert not (tmp_path / "det").exists()  # nothing half-written
+
+
+def test_stage_options_match_the_params_group():
+    import argparse
+    from pathlib import Path
+
+    import yaml
+
+    from ichinpaint.stages import detect
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["detect"]
+    parser = argparse.ArgumentParser()
+    detect.add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    for key, value in params.items():
+        assert key in defaults, f"params detect.{key} has no --{key} option"
+        assert defaults[key] == value, (key, defaults[key], value)

@@ -388,7 +388,8 @@ def run_detection(
     without them the affine is the identity scaled to nothing (a bare voxel grid).
     """
     img_size = int(module.config.model.input_size)
-    runner = UNetRunner(module, bf16=bf16, channels_last=channels_last, compile=compile)
+    precision = "bf16" if bf16 else "fp32"
+    runner = UNetRunner(module, precision=precision, channels_last=channels_last, compile=compile)
     sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
     picker = OverlayPicker(n_overlays // 2) if n_overlays else OverlayPicker(0)
     rows: list[dict[str, Any]] = []

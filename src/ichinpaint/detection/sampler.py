@@ -81,39 +81,52 @@ def count_denoising_steps(schedule: Sequence[int]) -> int:
     return sum(1 for a, b in zip(schedule, schedule[1:], strict=False) if b < a)
 
 
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16-autocast", "bf16")
+
+
 class UNetRunner:
     """Calls the UNet of a mediffusion module and counts the images that go through it.
 
-    On CUDA the call runs under bf16 autocast (`bf16`); `channels_last` helps on CPU as
-    well (measured ~30 % on a 2-core x86 CPU); `compile` wraps the UNet in
-    ``torch.compile``. The output is always float32 so that the diffusion arithmetic
-    (float64 schedule buffers) is the same whatever the precision of the network.
+    `precision` (CUDA only; the CPU always runs float32): ``bf16-autocast`` keeps fp32
+    weights under autocast; ``bf16`` converts the UNet's weights to bf16 in place
+    (mediffusion's GroupNorm still normalises in float32), the fastest on tensor
+    cores. `channels_last` helps on CPU as well (measured in
+    benchmarks/bench_detect.py); `compile` wraps the UNet in ``torch.compile``. The
+    output is always float32 so that the diffusion arithmetic (float64 schedule
+    buffers) is the same whatever the precision of the network.
     """
 
     def __init__(
         self,
         module,
         *,
-        bf16: bool = True,
+        precision: str = "fp32",
         channels_last: bool = True,
         compile: bool = False,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
         self.module = module
         self.device = next(module.parameters()).device
-        self.bf16 = bool(bf16) and self.device.type == "cuda"
+        self.precision = precision if self.device.type == "cuda" else "fp32"
         self.channels_last = channels_last
+        if self.precision == "bf16":
+            module.model.to(torch.bfloat16)
         if channels_last:
             module.model.to(memory_format=torch.channels_last)
+        self._input_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self._net = torch.compile(module.model) if compile else module.model
         self.forwards = 0  # images through the UNet
         self.calls = 0  # batched calls
         self.progress = None  # optional tqdm bar, advanced by images
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, concat: torch.Tensor) -> torch.Tensor:
+        x_t, concat = x_t.to(self._input_dtype), concat.to(self._input_dtype)
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
             concat = concat.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        autocast = self.precision == "bf16-autocast"
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
             out = unet_forward(_NetView(self._net), x_t, t, concat)
         self.forwards += int(x_t.shape[0])
         self.calls += 1

@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bf16",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="bf16 autocast for the UNet (CUDA only; CPU stays float32)",
+        help="bf16 weights and activations in the UNet (CUDA only; the CPU stays float32)",
     )
     parser.add_argument(
         "--channels_last",
