@@ -37,8 +37,10 @@ class Panel:
 def pick_panels(plan, series, kept: list[int]) -> list[Panel]:
     """The best slice of each subtype this series has, or its middle slice if it is healthy."""
     panels = []
+    # Edge slices are the least typical (skull base, vertex): show them only if nothing else.
+    inner = kept[1:-1] if len(kept) >= 3 else kept
     for kind in SUBTYPES:
-        areas = [(int((series.lesion[k] == SUBTYPE_CODES[kind]).sum()), k) for k in kept]
+        areas = [(int((series.lesion[k] == SUBTYPE_CODES[kind]).sum()), k) for k in inner]
         area, k = max(areas) if areas else (0, 0)
         if area > 0:
             title = f"{kind} ({plan.series_uid}, k={k})"
