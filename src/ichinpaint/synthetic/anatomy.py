@@ -172,9 +172,10 @@ def random_head(rng: np.random.Generator, table_z: float) -> Head:
     wavelengths = rng.uniform(60, 140, size=n_modes)
     atrophy = float(rng.choice([0.0, rng.uniform(0.0, 0.15), rng.uniform(0.15, 0.35)]))
     return Head(
-        centre_lps=np.array([rng.uniform(-8, 8), rng.uniform(-20, 5), table_z]),
+        centre_lps=np.array([rng.uniform(-6, 6), rng.uniform(-8, 8), table_z]),
         rotation=_rotation(yaw, pitch, roll),
-        scale=rng.uniform(0.9, 1.08) * rng.uniform(0.95, 1.05, size=3),
+        # The MNI brain is larger than an average one (180 mm long): scale it down a little.
+        scale=rng.uniform(0.86, 1.0) * rng.uniform(0.96, 1.04, size=3),
         warp_k=directions * (2 * np.pi / wavelengths)[:, None],
         warp_phase=rng.uniform(0, 2 * np.pi, size=n_modes),
         warp_amp=rng.normal(0, 1.6, size=(n_modes, 3)),
@@ -191,6 +192,15 @@ def random_head(rng: np.random.Generator, table_z: float) -> Head:
         scalp_hu=float(rng.uniform(25, 45)),
         noise_hu=float(rng.uniform(3.0, 5.5)),
     )
+
+
+def head_radius_mm(head: Head) -> float:
+    """Largest distance from the head centre to the scalp surface in patient space (mm).
+
+    The template's envelope reaches about 96 mm from HEAD_CENTRE_MNI (above the skull
+    base, whatever the pitch); rim, skull and scalp add up to 20 mm, the deformation 6.
+    """
+    return float(96 * head.scale.max() + head.csf_rim_mm + head.skull_mm * 1.2 + head.scalp_mm + 6)
 
 
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:

@@ -105,14 +105,20 @@ def axial_geometry(
     cols: int,
     centre_z: float,
     tilt_deg: float = 0.0,
+    min_fov_mm: float = 0.0,
 ) -> SeriesGeometry:
     """A head CT stack: field of view 220-250 mm, square pixels, 5 mm between slices.
+
+    The field of view (across the shorter side) is widened to `min_fov_mm` when the head
+    needs it: scanners pad outside the reconstruction circle, and a head cut by the
+    circle is not something a real series shows.
 
     With a gantry tilt the image plane is rotated about the x axis (as real RSNA files
     show: IOP = [1, 0, 0, 0, cos, -sin]) while the table moves along z, so IPP steps
     along z by 5 mm / cos(tilt) and the slices stay 5 mm apart along their normal.
     """
-    spacing = round(float(rng.uniform(220, 250) / rows), 6)
+    fov = max(rng.uniform(220, 250), min_fov_mm)
+    spacing = round(float(fov / min(rows, cols)), 6)
     tilt = np.radians(tilt_deg)
     # Rounded as the header will store them, so geometry computed here and by a reader agree.
     iop = (1.0, 0.0, 0.0, 0.0, round(float(np.cos(tilt)), 6), round(float(-np.sin(tilt)), 6))

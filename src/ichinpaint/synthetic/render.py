@@ -58,7 +58,13 @@ def render_series(
     head = anatomy.random_head(rng, table_z)
     centre_z = table_z + (stack_centre_mni_z(n_slices) - HEAD_CENTRE_MNI[2]) * head.scale[2]
     geom = geometry.axial_geometry(
-        rng, n_slices, rows, cols, centre_z + rng.uniform(-5, 5), tilt_deg=tilt_deg
+        rng,
+        n_slices,
+        rows,
+        cols,
+        centre_z + rng.uniform(-5, 5),
+        tilt_deg=tilt_deg,
+        min_fov_mm=2 * (anatomy.head_radius_mm(head) + np.linalg.norm(head.centre_lps[:2]) + 8),
     )
     placed = _place_lesions(template, head, geom, lesion_kinds, rng)
     shape = (n_slices, rows, cols)
