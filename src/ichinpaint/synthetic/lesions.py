@@ -190,9 +190,10 @@ def candidates(kind: str, seeds: SeedPoints, head: Head, n_slices: int) -> np.nd
     f = seeds.fields
     inside = _inside_mm(f, head)
     # Keep bleeds away from the first and last slice so they can span neighbours.
-    interior = (seeds.slice_index >= min(1, n_slices - 1)) & (
-        seeds.slice_index <= max(n_slices - 2, 0)
-    )
+    if n_slices >= 3:
+        interior = (seeds.slice_index >= 1) & (seeds.slice_index <= n_slices - 2)
+    else:
+        interior = np.ones(len(seeds.slice_index), bool)
     if kind in ("epidural", "subdural"):
         ok = (inside > 0.0) & (inside < 1.5) & (np.abs(f.lr) > 20)
     elif kind == "intraparenchymal":
