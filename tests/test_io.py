@@ -35,3 +35,9 @@ def test_parallel_map_keeps_order_and_refuses_zero_jobs():
     assert io.parallel_map(abs, [-3, 2, -1], n_jobs=2) == [3, 2, 1]
     with pytest.raises(ValueError):
         io.parallel_map(abs, [1], n_jobs=0)
+
+
+def test_resolve_n_jobs():
+    assert io.resolve_n_jobs(1) == 1
+    assert io.resolve_n_jobs(3) == 3
+    assert io.resolve_n_jobs(-1) == (os.cpu_count() or 1)

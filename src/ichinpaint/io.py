@@ -104,7 +104,7 @@ def resolve_n_jobs(n_jobs: int) -> int:
     """-1 means all cores; 0 is refused; other values are taken as they are."""
     if n_jobs == 0:
         raise ValueError("n_jobs must be -1 (all cores) or a positive number, not 0")
-    return os.cpu_count() or 1 if n_jobs < 0 else n_jobs
+    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
 
 
 def parallel_map(
