@@ -58,3 +58,17 @@ def test_page_renders_a_slice_in_headless_chromium(tmp_path):
         text = browser.page_text(driver)
     assert loaded >= 2, text  # slice picture and score strip
     assert "Bleed slices flagged" in text and "Traceback" not in text
+    assert not streamlit_servers_for(root), "the app left its streamlit server running"
+
+
+def streamlit_servers_for(root: Path) -> list[str]:
+    """Command lines of running processes serving `root` (from /proc; Linux)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"streamlit" in b" ".join(args) and str(root).encode() in args:
+            found.append(b" ".join(args).decode(errors="replace"))
+    return found

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -61,18 +63,28 @@ def served_app(app_args: list[str], port: int, log: Path, timeout: float = 60) -
     """
     command = [str(Path(sys.executable).with_name("ichinpaint")), "app", "--port", str(port)]
     with open(log, "wb") as out:
-        process = subprocess.Popen([*command, *app_args], stdout=out, stderr=subprocess.STDOUT)
+        # Own process group, so the streamlit child can be stopped with it whatever happens.
+        process = subprocess.Popen(
+            [*command, *app_args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_health(url, process, log, timeout)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the app (it stops its server), then SIGKILL to whatever is left of the group."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _wait_for_health(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:

@@ -7,6 +7,7 @@ and never runs the model. Listens on 127.0.0.1 only; stop it with Ctrl-C."""
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,12 +75,28 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
     return command
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Turn SIGTERM into the same path as Ctrl-C, so the server child is stopped too.
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> str:
     print(f"review app on http://{ADDRESS}:{args.port} (Ctrl-C stops it)", flush=True)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    server = subprocess.Popen(streamlit_command(args))
     try:
-        code = subprocess.call(streamlit_command(args))
+        code = server.wait()
     except KeyboardInterrupt:
         code = 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if server.poll() is None:  # never leave the server running behind us
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
     if code != 0:
         raise SystemExit(f"streamlit exited with status {code}")
     return f"review app on http://{ADDRESS}:{args.port} stopped"
