@@ -320,6 +320,7 @@ def series_task(
     settings: Settings,
     thresholds: Thresholds | None,
 ) -> SeriesTask:
+    """evaluate's unit of work for one series, so the app goes through the same loaders."""
     rows = manifest[manifest["series_uid"] == series_uid]
     if rows.empty:
         raise KeyError(f"series {series_uid} is not in {paths.slices}")
