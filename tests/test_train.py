@@ -218,6 +218,33 @@ def test_lr_schedule_warms_up_then_decays():
     assert factors[-1] == pytest.approx(module.min_lr_fraction, abs=0.01)
 
 
+def test_ema_averages_from_the_first_steps_and_tracks_one_update_per_step():
+    import types
+
+    import pytorch_lightning as pl
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(3))
+
+    tiny = Tiny()
+    ema = callbacks.WarmupEMA(decay=0.999, ema_device="cpu")
+    ema.ema_state_dict = {"w": torch.zeros(3)}
+    trainer = types.SimpleNamespace(global_step=1)
+    with torch.no_grad():
+        tiny.w.fill_(1.0)
+    ema.on_train_batch_end(trainer, tiny, None, None, 0)
+    assert torch.allclose(ema.ema_state_dict["w"], torch.full((3,), 0.9))  # decay 1/10 at n=0
+    ema.on_train_batch_end(trainer, tiny, None, None, 1)  # same global step: no update
+    assert ema.updates == 1
+    for step in range(2, 200):
+        trainer.global_step = step
+        ema.on_train_batch_end(trainer, tiny, None, None, step)
+    assert ema.updates == 199 and ema.current_decay() == pytest.approx(200 / 209)  # warming up
+    assert torch.allclose(ema.ema_state_dict["w"], torch.ones(3), atol=1e-6)
+
+
 # -- resume state --------------------------------------------------------------------------
 def test_resume_state_of_another_configuration_is_discarded(tmp_path):
     state = tmp_path / "state"
@@ -230,7 +257,6 @@ def test_resume_state_of_another_configuration_is_discarded(tmp_path):
     assert tiny_config().fingerprint() != tiny_config(lr=1e-4).fingerprint()
 
 
-@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_images_seen_and_exports_safe_weights(png_set):
     root = png_set.parents[2]
     cfg = tiny_config(total_image_seen=20, checkpoint_every=8)  # 5 steps, checkpoint every 2
