@@ -253,6 +253,10 @@ def test_resume_state_of_another_configuration_is_discarded(tmp_path):
     assert loop.resume_checkpoint(state, "aaa") == state / "last.ckpt"
     assert loop.resume_checkpoint(state, "bbb") is None
     assert not (state / "last.ckpt").exists()
+    (state / "last.ckpt").write_bytes(b"x")
+    loop.mark_finished(state, "bbb")  # a finished run is never resumed
+    assert loop.resume_checkpoint(state, "bbb") is None
+    assert not (state / "last.ckpt").exists()
     assert tiny_config().fingerprint() == tiny_config(num_workers=2).fingerprint()
     assert tiny_config().fingerprint() != tiny_config(lr=1e-4).fingerprint()
 
@@ -277,6 +281,7 @@ def test_killed_run_resumes_to_the_same_images_seen_and_exports_safe_weights(png
     # The exported model is the EMA of the final state and loads with weights_only=True.
     final = torch.load(paths.state_dir / "last.ckpt", weights_only=False)
     assert final["global_step"] == 5
+    assert json.loads((paths.state_dir / "fingerprint.json").read_text())["finished"]
     loaded, spec = model.load_inpainter(paths.out)
     assert spec == cfg.spec()
     reference = model.build_module(spec).eval()

@@ -5,8 +5,9 @@ The run is defined by a :class:`TrainConfig` (the ``train`` params) and a
 number of optimiser steps, ``ceil(total_image_seen / (batch_size * accumulate *
 devices * nodes))``; a killed run restarts from ``<state_dir>/last.ckpt`` and reaches
 that same count. The resume state is used only when it was written by the same
-configuration (a fingerprint in ``<state_dir>/fingerprint.json``); otherwise it is
-discarded and the run starts over, so a changed param never continues an unrelated run.
+configuration and data (a fingerprint in ``<state_dir>/fingerprint.json``) and did not
+finish; otherwise it is discarded and the run starts over, so a changed param never
+continues an unrelated run and a rerun never just re-exports an old model.
 """
 
 from __future__ import annotations
@@ -124,18 +125,40 @@ class TrainPaths:
     root: Path = Path(".")
 
 
+def run_fingerprint(cfg: TrainConfig, paths: TrainPaths) -> str:
+    """Hash of the params that define the run, the manifest and the augmentation file.
+
+    PNG contents are not hashed (too many files on real data); a png-stage rerun
+    rewrites the manifest's ``midrange_fraction``/``use`` columns anyway, and a finished
+    run is never resumed (see :func:`resume_checkpoint`).
+    """
+    digest = hashlib.sha256(cfg.fingerprint().encode())
+    for path in (paths.slices, paths.transforms):
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def resume_checkpoint(state_dir: Path, fingerprint: str) -> Path | None:
-    """The checkpoint to resume from, or None; state from another configuration is removed."""
+    """The checkpoint of an unfinished run of the same fingerprint, or None.
+
+    State from another configuration, or from a run that finished (the stage runs again
+    only because something changed that the fingerprint cannot see), is removed.
+    """
     ckpt = state_dir / "last.ckpt"
     stamp = state_dir / "fingerprint.json"
-    stored = read_json(stamp).get("fingerprint") if stamp.is_file() else None
-    if stored != fingerprint and state_dir.exists():
+    stored = read_json(stamp) if stamp.is_file() else {}
+    if state_dir.exists() and (stored.get("fingerprint") != fingerprint or stored.get("finished")):
         if ckpt.exists():
-            print(f"[train] {state_dir}: resume state is from another configuration; starting over")
+            why = "finished" if stored.get("finished") else "from another configuration"
+            print(f"[train] {state_dir}: resume state is {why}; starting over")
         shutil.rmtree(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    write_json(stamp, {"fingerprint": fingerprint})
+    write_json(stamp, {"fingerprint": fingerprint, "finished": False})
     return ckpt if ckpt.is_file() else None
+
+
+def mark_finished(state_dir: Path, fingerprint: str) -> None:
+    write_json(Path(state_dir) / "fingerprint.json", {"fingerprint": fingerprint, "finished": True})
 
 
 def validation_rows(rows, limit: int):
@@ -235,7 +258,8 @@ def train(
     start = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     train_ds, val_ds = build_datasets(cfg, paths)
-    resume = resume_checkpoint(Path(paths.state_dir), cfg.fingerprint())
+    fingerprint = run_fingerprint(cfg, paths)
+    resume = resume_checkpoint(Path(paths.state_dir), fingerprint)
     module = build_module(
         cfg.spec(),
         module_class=InpaintingModule,
@@ -290,4 +314,5 @@ def train(
         "device": str(next(module.parameters()).device.type),
     }
     write_json(paths.metrics, metrics)
+    mark_finished(paths.state_dir, fingerprint)
     return metrics
