@@ -64,7 +64,7 @@ class TrainConfig:
     num_devices: int = 1
     num_nodes: int = 1
     precision: str = "32"
-    lr: float = 1e-3
+    lr: float = 2e-3
     ema_decay: float = 0.995
     model_channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2, 2)
