@@ -287,9 +287,18 @@ def series_volume(maps: np.ndarray, slice_index: Sequence[int], n_slices: int) -
 
 
 def save_overlay(
-    path: Path, ct: np.ndarray, anomaly: np.ndarray, title: str, vmax: float = 0.5
+    path: Path,
+    ct: np.ndarray,
+    anomaly: np.ndarray,
+    title: str,
+    vmax: float = 0.5,
+    show_above: float = 0.1,
 ) -> None:
-    """CT, map, and the map over the CT side by side: what a reviewer looks at first."""
+    """CT, map, and the map over the CT side by side: what a reviewer looks at first.
+
+    The overlay panel shows the map only above `show_above` (0.1 = 8 HU) so that the CT
+    stays readable under it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,9 +313,9 @@ def save_overlay(
     fig.colorbar(shown, ax=axes[1], fraction=0.046, label="|diff| (1 = 80 HU)")
     axes[2].imshow(ct01, cmap="gray", vmin=0, vmax=1)
     axes[2].imshow(
-        np.ma.masked_less(anomaly, 0.05 * vmax * 2), cmap="magma", vmin=0, vmax=vmax, alpha=0.7
+        np.ma.masked_less(anomaly, show_above), cmap="magma", vmin=0, vmax=vmax, alpha=0.7
     )
-    axes[2].set_title("overlay")
+    axes[2].set_title(f"overlay (> {show_above * 80:g} HU)")
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(title, fontsize=9)

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sizes",
         type=int,
         nargs="+",
-        default=[16, 32],
+        default=[8, 32],
         help="square sizes in px at 256 (scaled to the model's image size)",
     )
     parser.add_argument(
