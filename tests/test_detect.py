@@ -33,6 +33,7 @@ SERIES = (
     ("ID_00000000aa", "val", [True, True, False, True], None),
     ("ID_00000000bb", "test", [False, True, True], 1),
     ("ID_00000000cc", "train", [True, True], None),
+    ("ID_00000000dd", "test", [False, False], None),  # nothing to inpaint: an all-zero map
 )
 
 
@@ -227,7 +228,7 @@ def test_detect_stage_writes_the_contract(tmp_path, tiny):
     metrics = json.loads(metrics_path.read_text())
     for key in ("strategy", "forwards_per_slice", "seconds_per_series", "seconds_total"):
         assert key in metrics
-    assert metrics["strategy"] == "onestep" and metrics["series"] == 2
+    assert metrics["strategy"] == "onestep" and metrics["series"] == 3
     assert metrics["slices"] == len(used)
     assert metrics["slices_not_used"] == int((~detected["use"]).sum())
     # analytical count: passes of the 2 px and 4 px grids touching the brain, 1 level
@@ -249,7 +250,7 @@ def test_bad_inputs_name_the_file(tmp_path, tiny):
     manifest.assign(use="maybe").to_csv(tmp_path / "bad_use.csv", index=False)
     with pytest.raises(ValueError, match="bad_use.csv"):
         read_manifest(tmp_path / "bad_use.csv", ["val"])
-    assert len(read_manifest(csv, ["test"])) == 3
+    assert len(read_manifest(csv, ["test"])) == 5
     missing = tmp_path / manifest.loc[0, "image_path"]
     missing.unlink()
     module, spec = tiny

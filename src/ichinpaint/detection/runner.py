@@ -233,7 +233,7 @@ def detect_series(
     grid_of_pass = torch.from_numpy(plan.grid_of_pass).to(device)
     per_grid = torch.zeros((n_used, plan.n_grids, img_size, img_size), device=device)
     items = torch.from_numpy(plan.items).to(device)
-    for chunk in items.split(settings.batch_size):
+    for chunk in items.split(settings.batch_size) if len(items) else ():
         s, p = chunk[:, 0], chunk[:, 1]
         original, mask = image[s], pass_masks[p]
         concat = make_conditioning(original, brain[s], above[s], below[s], mask)
@@ -279,7 +279,7 @@ def model_grid_affine(
 
 def series_volume(maps: np.ndarray, slice_index: Sequence[int], n_slices: int) -> np.ndarray:
     """The ``data[col, row, k]`` float32 volume with the used slices' maps, zeros elsewhere."""
-    img_size = maps.shape[-1] if len(maps) else 0
+    img_size = maps.shape[-1]
     slices = [np.zeros((img_size, img_size), np.float32) for _ in range(n_slices)]
     for m, k in zip(maps, slice_index, strict=True):
         slices[k] = m.astype(np.float32)
@@ -400,7 +400,7 @@ def run_detection(
     precision = "bf16" if bf16 else "fp32"
     runner = UNetRunner(module, precision=precision, channels_last=channels_last, compile=compile)
     sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
-    picker = OverlayPicker(n_overlays // 2) if n_overlays else OverlayPicker(0)
+    picker = OverlayPicker(n_overlays // 2)
     rows: list[dict[str, Any]] = []
     per_series_seconds: list[float] = []
     expected_total = 0
@@ -413,7 +413,7 @@ def run_detection(
         plan = plan_series(images, settings)
         expected = expected_forwards(plan, sampler, settings.strategy)
         expected_total += expected
-        empty_brain += int((images.brain.reshape(len(images.brain), -1).sum(1) == 0).sum())
+        empty_brain += int((images.brain.sum(axis=(1, 2)) == 0).sum())
         with tqdm(total=expected, desc=f"  {uid}", unit="img", leave=False, disable=None) as bar:
             runner.progress = bar
             generator = series_generator(runner.device, settings.seed, uid)
