@@ -17,6 +17,12 @@ The end-to-end row runs ``detect_series`` (sampler + grid + maps) on a 14-slice 
 phantom series with the default params, as the pipeline does on the synthetic data.
 
     .venv/bin/python benchmarks/bench_detect.py [--seconds 5] [--skip-study-cpu]
+
+With ``--quality models/inpainter.ckpt`` it instead compares strategies and grids on
+a fixed sample of used val/test slices of the pipeline's data (``data/processed``,
+synthetic lesion masks from ``data/raw/synthetic/ground_truth``): pixel AUROC of the
+map against the lesions inside the brain, slice AUROC of ``score_top1pct``, cost.
+This is how the default params were chosen (docs/detection.md).
 """
 
 from __future__ import annotations
@@ -141,7 +147,7 @@ def speed_row(label, runner, img, batch, seconds, flops, work_study, work_defaul
     rate = images_per_second(runner, img, batch, seconds)
     tflops = rate * flops / 1e12
     print(
-        f"{label:46} {batch:>5} {rate:>9.1f} {flops / 1e9:>8.1f} {tflops:>8.3f} "
+        f"{label:46} {batch:>5} {rate:>9.{1 if rate >= 10 else 3}f} {flops / 1e9:>8.1f} {tflops:>8.3f} "
         f"{work_study / rate:>12,.0f} {work_default / rate:>11,.1f}  {note}"
     )
     return rate
@@ -182,14 +188,103 @@ def end_to_end(module, params: dict, n_slices: int = 14) -> None:
     )
 
 
+QUALITY_CANDIDATES: dict[str, tuple[Strategy, tuple[int, ...], bool]] = {
+    "onestep 0.3 | 16,32": (Strategy("onestep", noise_levels=(0.3,)), (16, 32), False),
+    "onestep 0.5 | 16,32": (Strategy("onestep", noise_levels=(0.5,)), (16, 32), False),
+    "onestep 0.7 | 16,32": (Strategy("onestep", noise_levels=(0.7,)), (16, 32), False),
+    "onestep 1.0 | 16,32": (Strategy("onestep", noise_levels=(1.0,)), (16, 32), False),
+    "onestep 0.3+0.6 | 16,32": (Strategy("onestep", noise_levels=(0.3, 0.6)), (16, 32), False),
+    "onestep 0.5 | 32 offsets": (Strategy("onestep", noise_levels=(0.5,)), (32,), True),
+    "onestep 0.5 | 8,16,32,64": (Strategy("onestep", noise_levels=(0.5,)), (8, 16, 32, 64), False),
+    "onestep 0.5 | 8,32": (Strategy("onestep", noise_levels=(0.5,)), (8, 32), False),
+    "onestep 0.5 | 8,64": (Strategy("onestep", noise_levels=(0.5,)), (8, 64), False),
+    "onestep 0.5 | 16": (Strategy("onestep", noise_levels=(0.5,)), (16,), False),
+    "partial 0.3 DDIM10 | 16,32": (Strategy("partial", 10, start_fraction=0.3), (16, 32), False),
+    "partial 0.5 DDIM10 | 16,32": (Strategy("partial", 10, start_fraction=0.5), (16, 32), False),
+    "repaint DDIM10 | 16,32": (Strategy("repaint", 10), (16, 32), False),
+}
+
+
+def quality_sample(n_bleed: int, n_healthy: int, seed: int, img_size: int):
+    """Used val/test slices (bleeds first) as one SeriesImages, with their lesion masks."""
+    import nibabel as nib
+    import pandas as pd
+
+    from ichinpaint import volume
+    from ichinpaint.detection.runner import load_series_images, read_manifest
+    from ichinpaint.windowing import to_model_grid
+
+    manifest = read_manifest(ROOT / "data/processed/slices.csv", ["val", "test"])
+    used = manifest[manifest["use"]]
+    rows = pd.concat(
+        [
+            used[used["any"] == 1].sample(n_bleed, random_state=seed),
+            used[used["any"] == 0].sample(n_healthy, random_state=seed),
+        ]
+    )
+    parts, lesions = [], []
+    for _, row in rows.iterrows():
+        parts.append(load_series_images(pd.DataFrame([row]), ROOT, img_size))
+        truth = ROOT / "data/raw/synthetic/ground_truth" / row["series_uid"] / "lesion.nii.gz"
+        lesion = volume.slice_image(np.asarray(nib.load(truth).dataobj), int(row["slice_index"]))
+        canvas = yaml.safe_load((ROOT / "params.yaml").read_text())["png"]["canvas"]
+        lesions.append(to_model_grid(lesion.astype(np.uint8), canvas, img_size, "nearest") > 0)
+    fields = ("image", "brain", "above", "below")
+    images = SeriesImages(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in fields),
+        slice_index=list(range(len(parts))),
+    )
+    return images, np.stack(lesions), (rows["any"].to_numpy() == 1)
+
+
+def quality_table(ckpt: str, n_bleed: int, n_healthy: int, seed: int, names: list[str]) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from ichinpaint.detection.anomaly import slice_scores
+
+    module, spec = model.load_inpainter(ckpt)
+    images, lesions, is_bleed = quality_sample(n_bleed, n_healthy, seed, spec.img_size)
+    brain = images.brain > 0
+    print(f"\nquality on {n_bleed} bleed + {n_healthy} healthy used val/test slices (seed {seed})")
+    print(
+        f"{'strategy | sizes at 256':30} {'img/slice':>9} {'pixel AUROC':>11} {'slice AUROC':>11}"
+    )
+    for name in names:
+        strategy, sizes, offsets = QUALITY_CANDIDATES[name]
+        settings = DetectSettings(strategy, sizes_at_256=sizes, offsets=offsets, batch_size=64)
+        runner = UNetRunner(module)
+        sampler = InpaintSampler(module.diffusion, runner, strategy.ddim_steps)
+        generator = torch.Generator().manual_seed(0)
+        maps = detect_series(images, sampler, settings, generator)
+        pixel = roc_auc_score(lesions[brain], maps[brain])
+        top = [slice_scores(m, b)["score_top1pct"] for m, b in zip(maps, brain, strict=True)]
+        per_slice = runner.forwards / len(maps)
+        print(f"{name:30} {per_slice:>9.1f} {pixel:>11.3f} {roc_auc_score(is_bleed, top):>11.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     parser.add_argument(
         "--skip-study-cpu", action="store_true", help="skip the (slow) study model on CPU"
     )
+    parser.add_argument("--quality", metavar="CKPT", help="compare strategies with this model")
+    parser.add_argument("--bleed", type=int, default=8, help="--quality: slices with a bleed")
+    parser.add_argument("--healthy", type=int, default=4, help="--quality: healthy slices")
+    parser.add_argument("--seed", type=int, default=0, help="--quality: which slices")
+    parser.add_argument(
+        "--candidates",
+        nargs="+",
+        default=list(QUALITY_CANDIDATES),
+        choices=list(QUALITY_CANDIDATES),
+        metavar="NAME",
+        help="--quality: candidates to run (default: all)",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.quality:
+        quality_table(args.quality, args.bleed, args.healthy, args.seed, args.candidates)
+        return
     params = default_detect_params()
     default = default_strategy(params)
     small = model.build_module(model.InpainterSpec()).eval()
