@@ -62,7 +62,7 @@ class Settings:
     threshold_mode: str = "percentile"
     percentile: float = 99.5
     target_fpr: float = 0.05
-    erosion_px: int = 2
+    erosion_px: int = 0
     median_size: int = 3
     min_component_px: int = 4
     consistency_3d: bool = False
