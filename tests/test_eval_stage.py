@@ -121,6 +121,8 @@ def run_stage(root, *extra):
     argv += [
         "--median_size",
         "1",
+        "--erosion_px",  # the hand-computed case has a skull-rim artefact for erosion to remove
+        "2",
         "--n_splits",
         "4",
         "--gallery_per_category",
