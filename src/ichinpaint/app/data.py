@@ -193,7 +193,7 @@ class Choice:
     percentile: float = 99.5
     target_fpr: float = 0.05
     pixel_value: float = 0.1
-    erosion_px: int = 2
+    erosion_px: int = 0
     median_size: int = 3
     min_component_px: int = 4
     consistency_3d: bool = False
