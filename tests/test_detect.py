@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from model_fixtures import tiny_inpainter
 from PIL import Image
 
 from ichinpaint import cli, grid, model, volume
@@ -37,22 +38,9 @@ SERIES = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny 16 px batches gain nothing from threads; on a shared 2-core machine they thrash.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    spec = model.InpainterSpec(
-        img_size=IMG, model_channels=32, channel_mult=(1, 2), attention_resolutions=()
-    )
-    return model.build_module(spec).eval(), spec
+    return tiny_inpainter(IMG)
 
 
 def brain_disc(radius: float = 5.5) -> np.ndarray:

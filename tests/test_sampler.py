@@ -3,6 +3,7 @@
 import pytest
 import torch
 from mediffusion.diffusion.solvers import DDIMSolver
+from model_fixtures import tiny_inpainter
 
 from ichinpaint import model
 from ichinpaint.detection.sampler import (
@@ -17,22 +18,9 @@ from ichinpaint.detection.strategies import Strategy, inpaint_batch
 IMG = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny 16 px batches gain nothing from threads; on a shared 2-core machine they thrash.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def module():
-    torch.manual_seed(0)
-    spec = model.InpainterSpec(
-        img_size=IMG, model_channels=32, channel_mult=(1, 2), attention_resolutions=()
-    )
-    return model.build_module(spec).eval()
+    return tiny_inpainter(IMG)[0]
 
 
 @pytest.fixture

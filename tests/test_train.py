@@ -20,15 +20,6 @@ IMG = 16
 SIZES_256 = (32, 64)  # -> 2 and 4 px at 16 px
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models are overhead-bound; on a shared 2-core machine one thread is faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def png_set(tmp_path: Path) -> Path:
     return write_png_set(tmp_path, img_size=IMG)
