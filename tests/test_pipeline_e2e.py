@@ -51,7 +51,9 @@ def _run(cmd: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc.stdout
 
 
@@ -90,12 +92,28 @@ def test_repro_writes_detection_metrics_in_range(pipeline: Path):
     metrics = json.loads((pipeline / "metrics" / "detection.json").read_text())
     missing = [k for k in EXPECTED_KEYS if k not in metrics]
     assert not missing, f"metrics/detection.json lacks {missing}"
-    for key in ("slice_auroc", "slice_ap", "pixel_auroc", "pixel_auprc", "dice", "dice_upper_bound"):
+    for key in (
+        "slice_auroc",
+        "slice_ap",
+        "pixel_auroc",
+        "pixel_auprc",
+        "dice",
+        "dice_upper_bound",
+    ):
         value = metrics[key]
         assert value is None or 0.0 <= value <= 1.0, (key, value)
-    assert metrics["fp_components_per_healthy_series"] is None or metrics["fp_components_per_healthy_series"] >= 0
-    assert metrics["rsna_weighted_logloss_any"] > 0 and math.isfinite(metrics["rsna_weighted_logloss_any"])
-    assert metrics["dice_upper_bound"] is None or metrics["dice"] is None or metrics["dice_upper_bound"] >= metrics["dice"] - 1e-9
+    assert (
+        metrics["fp_components_per_healthy_series"] is None
+        or metrics["fp_components_per_healthy_series"] >= 0
+    )
+    assert metrics["rsna_weighted_logloss_any"] > 0 and math.isfinite(
+        metrics["rsna_weighted_logloss_any"]
+    )
+    assert (
+        metrics["dice_upper_bound"] is None
+        or metrics["dice"] is None
+        or metrics["dice_upper_bound"] >= metrics["dice"] - 1e-9
+    )
 
 
 @pytest.mark.slow
