@@ -11,17 +11,13 @@ combined (``max`` or ``mean``). Outside the brain the map is zero by definition.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from ichinpaint.scores import SCORE_NAMES, slice_scores  # noqa: F401 (re-exported)
+
 COMBINE_MODES: tuple[str, ...] = ("max", "mean")
-AREA_LEVELS: tuple[float, ...] = (0.1, 0.2)
-SCORE_COLUMNS: tuple[str, ...] = (
-    "score_max",
-    "score_mean",
-    "score_top1pct",
-    *(f"score_area_{level:g}" for level in AREA_LEVELS),
-)
+# The same reductions evaluate uses, so scores.csv and evaluate agree by construction.
+SCORE_COLUMNS = SCORE_NAMES
 
 
 def difference_in_window_units(original: torch.Tensor, inpainted: torch.Tensor) -> torch.Tensor:
@@ -36,25 +32,3 @@ def combine_grids(per_grid: torch.Tensor, how: str) -> torch.Tensor:
     if how == "mean":
         return per_grid.mean(dim=-3)
     raise ValueError(f"unknown combine mode {how!r}; choose one of {COMBINE_MODES}")
-
-
-def slice_scores(anomaly: np.ndarray, brain: np.ndarray) -> dict[str, float]:
-    """Slice-level scores over the brain pixels of one map.
-
-    ``score_top1pct`` is the mean of the highest 1 % of brain pixels (at least one
-    pixel): less noisy than the maximum, still sensitive to a small bleed.
-    ``score_area_<level>`` is the fraction of brain pixels above that level.
-    A slice without brain pixels scores 0 everywhere.
-    """
-    values = np.asarray(anomaly, dtype=np.float64)[np.asarray(brain, dtype=bool)]
-    if values.size == 0:
-        return dict.fromkeys(SCORE_COLUMNS, 0.0)
-    top = max(1, int(np.ceil(values.size * 0.01)))
-    scores = {
-        "score_max": float(values.max()),
-        "score_mean": float(values.mean()),
-        "score_top1pct": float(np.sort(values)[-top:].mean()),
-    }
-    for level in AREA_LEVELS:
-        scores[f"score_area_{level:g}"] = float((values > level).mean())
-    return scores
