@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from ichinpaint import brainmask, volume
-from ichinpaint.stages.png import export_series
+from ichinpaint.export import export_series
 
 CASES = (
     # name, matrix, slices, pixel mm, canvas, img_size

@@ -24,7 +24,7 @@ from ichinpaint.detection.runner import (
 )
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
 from ichinpaint.detection.strategies import Strategy
-from ichinpaint.stages.png import MANIFEST_COLUMNS
+from ichinpaint.export import MANIFEST_COLUMNS
 
 IMG = 16
 CANVAS = 32
