@@ -240,7 +240,7 @@ def quality_sample(n_bleed: int, n_healthy: int, seed: int, img_size: int):
 def quality_table(ckpt: str, n_bleed: int, n_healthy: int, seed: int, names: list[str]) -> None:
     from sklearn.metrics import roc_auc_score
 
-    from ichinpaint.detection.anomaly import slice_scores
+    from ichinpaint.scores import slice_scores
 
     module, spec = model.load_inpainter(ckpt)
     images, lesions, is_bleed = quality_sample(n_bleed, n_healthy, seed, spec.img_size)

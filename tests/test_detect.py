@@ -12,7 +12,7 @@ from PIL import Image
 
 from ichinpaint import cli, grid, model, volume
 from ichinpaint.constants import LABELS
-from ichinpaint.detection.anomaly import SCORE_COLUMNS, combine_grids, slice_scores
+from ichinpaint.detection.anomaly import combine_grids
 from ichinpaint.detection.runner import (
     SCORES_COLUMNS,
     DetectSettings,
@@ -25,6 +25,7 @@ from ichinpaint.detection.runner import (
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
 from ichinpaint.detection.strategies import Strategy
 from ichinpaint.export import MANIFEST_COLUMNS
+from ichinpaint.scores import SCORE_NAMES, slice_scores
 
 IMG = 16
 CANVAS = 32
@@ -155,7 +156,7 @@ def test_combine_and_scores_by_hand():
     assert scores["score_top1pct"] == 0.5  # top 1 % of 50 pixels = 1 pixel
     assert scores["score_area_0.1"] == pytest.approx(3 / 50)
     assert scores["score_area_0.2"] == pytest.approx(2 / 50)
-    assert slice_scores(anomaly, np.zeros_like(brain)) == dict.fromkeys(SCORE_COLUMNS, 0.0)
+    assert slice_scores(anomaly, np.zeros_like(brain)) == dict.fromkeys(SCORE_NAMES, 0.0)
 
 
 def test_model_grid_affine_maps_model_pixels_to_the_native_pixels_they_cover():

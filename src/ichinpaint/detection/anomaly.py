@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ichinpaint.scores import SCORE_NAMES, slice_scores  # noqa: F401 (re-exported)
-
 COMBINE_MODES: tuple[str, ...] = ("max", "mean")
-# The same reductions evaluate uses, so scores.csv and evaluate agree by construction.
-SCORE_COLUMNS = SCORE_NAMES
 
 
 def difference_in_window_units(original: torch.Tensor, inpainted: torch.Tensor) -> torch.Tensor:

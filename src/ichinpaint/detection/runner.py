@@ -25,15 +25,13 @@ from tqdm.auto import tqdm
 
 from ichinpaint import grid, volume
 from ichinpaint.constants import LABELS
-from ichinpaint.detection.anomaly import (
-    SCORE_COLUMNS,
-    combine_grids,
-    difference_in_window_units,
-    slice_scores,
-)
+from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
 from ichinpaint.detection.strategies import Strategy, inpaint_batch
 from ichinpaint.model import make_conditioning, scaled_sizes
+
+# The same reductions evaluate uses, so scores.csv and evaluate agree by construction.
+from ichinpaint.scores import SCORE_NAMES, slice_scores
 from ichinpaint.windowing import _centre_offsets
 
 MANIFEST_REQUIRED: tuple[str, ...] = (
@@ -56,7 +54,7 @@ SCORES_COLUMNS: tuple[str, ...] = (
     "patient_id",
     "split",
     "slice_index",
-    *SCORE_COLUMNS,
+    *SCORE_NAMES,
     *LABELS,
 )
 
