@@ -18,11 +18,11 @@ phantom series with the default params, as the pipeline does on the synthetic da
 
     .venv/bin/python benchmarks/bench_detect.py [--seconds 5] [--skip-study-cpu]
 
-With ``--quality models/inpainter.ckpt`` it instead compares strategies and grids on
-a fixed sample of used val/test slices of the pipeline's data (``data/processed``,
-synthetic lesion masks from ``data/raw/synthetic/ground_truth``): pixel AUROC of the
-map against the lesions inside the brain, slice AUROC of ``score_top1pct``, cost.
-This is how the default params were chosen (docs/detection.md).
+With ``--quality`` it instead runs detector variants (QUALITY_CANDIDATES) through the
+pipeline's own ``ichinpaint detect`` and ``ichinpaint evaluate`` on the pipeline's data
+(after ``dvc repro``; the other options come from params.yaml) and prints slice AUROC/AP,
+false-positive components per healthy series and by kind, pixel AUPRC, per-subtype
+sensitivity and seconds per series: the figures docs/results.md tables.
 """
 
 from __future__ import annotations
@@ -188,78 +188,85 @@ def end_to_end(module, params: dict, n_slices: int = 14) -> None:
     )
 
 
-QUALITY_CANDIDATES: dict[str, tuple[Strategy, tuple[int, ...], bool]] = {
-    "onestep 0.3 | 16,32": (Strategy("onestep", noise_levels=(0.3,)), (16, 32), False),
-    "onestep 0.5 | 16,32": (Strategy("onestep", noise_levels=(0.5,)), (16, 32), False),
-    "onestep 0.7 | 16,32": (Strategy("onestep", noise_levels=(0.7,)), (16, 32), False),
-    "onestep 1.0 | 16,32": (Strategy("onestep", noise_levels=(1.0,)), (16, 32), False),
-    "onestep 0.3+0.6 | 16,32": (Strategy("onestep", noise_levels=(0.3, 0.6)), (16, 32), False),
-    "onestep 0.5 | 32 offsets": (Strategy("onestep", noise_levels=(0.5,)), (32,), True),
-    "onestep 0.5 | 8,16,32,64": (Strategy("onestep", noise_levels=(0.5,)), (8, 16, 32, 64), False),
-    "onestep 0.5 | 8,32": (Strategy("onestep", noise_levels=(0.5,)), (8, 32), False),
-    "onestep 0.5 | 8,64": (Strategy("onestep", noise_levels=(0.5,)), (8, 64), False),
-    "onestep 0.5 | 16": (Strategy("onestep", noise_levels=(0.5,)), (16,), False),
-    "partial 0.3 DDIM10 | 16,32": (Strategy("partial", 10, start_fraction=0.3), (16, 32), False),
-    "partial 0.5 DDIM10 | 16,32": (Strategy("partial", 10, start_fraction=0.5), (16, 32), False),
-    "repaint DDIM10 | 16,32": (Strategy("repaint", 10), (16, 32), False),
+# --quality: detector variants run through the pipeline's own commands (detect, then
+# evaluate) on the pipeline's data, so every number is what `dvc exp run -S ...` gives.
+# name -> (extra `ichinpaint detect` options, extra `ichinpaint evaluate` options).
+QUALITY_CANDIDATES: dict[str, tuple[list[str], list[str]]] = {
+    "hu_threshold": (["--strategy", "hu_threshold"], []),
+    "hu_threshold + location": (["--strategy", "hu_threshold"], ["--normalize", "location"]),
+    "onestep |diff|": (["--strategy", "onestep", "--sign", "absolute", "--no-hu_gate"], []),
+    "onestep |diff| + location": (
+        ["--strategy", "onestep", "--sign", "absolute", "--no-hu_gate"],
+        ["--normalize", "location"],
+    ),
+    "onestep positive + gate": (["--strategy", "onestep", "--sign", "positive", "--hu_gate"], []),
+    "onestep positive + gate + location": (
+        ["--strategy", "onestep", "--sign", "positive", "--hu_gate"],
+        ["--normalize", "location"],
+    ),
 }
+QUALITY_KEYS = ("slice_auroc", "slice_ap", "fp_components_per_healthy_series", "pixel_auprc")
 
 
-def quality_sample(n_bleed: int, n_healthy: int, seed: int, img_size: int):
-    """Used val/test slices (bleeds first) as one SeriesImages, with their lesion masks."""
-    import nibabel as nib
-    import pandas as pd
-
-    from ichinpaint import volume
-    from ichinpaint.detection.runner import load_series_images, read_manifest
-    from ichinpaint.windowing import to_model_grid
-
-    manifest = read_manifest(ROOT / "data/processed/slices.csv", ["val", "test"])
-    used = manifest[manifest["use"]]
-    rows = pd.concat(
-        [
-            used[used["any"] == 1].sample(n_bleed, random_state=seed),
-            used[used["any"] == 0].sample(n_healthy, random_state=seed),
-        ]
-    )
-    parts, lesions = [], []
-    for _, row in rows.iterrows():
-        parts.append(load_series_images(pd.DataFrame([row]), ROOT, img_size))
-        truth = ROOT / "data/raw/synthetic/ground_truth" / row["series_uid"] / "lesion.nii.gz"
-        lesion = volume.slice_image(np.asarray(nib.load(truth).dataobj), int(row["slice_index"]))
-        canvas = yaml.safe_load((ROOT / "params.yaml").read_text())["png"]["canvas"]
-        lesions.append(to_model_grid(lesion.astype(np.uint8), canvas, img_size, "nearest") > 0)
-    fields = ("image", "brain", "above", "below")
-    images = SeriesImages(
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in fields),
-        slice_index=list(range(len(parts))),
-    )
-    return images, np.stack(lesions), (rows["any"].to_numpy() == 1)
+def _stage_args(group: dict) -> list[str]:
+    """A params.yaml group as command-line options, the way dvc.yaml unpacks it."""
+    argv = []
+    for key, value in group.items():
+        if isinstance(value, bool):
+            argv.append(f"--{key}" if value else f"--no-{key}")
+        elif isinstance(value, list):
+            argv += [f"--{key}", *map(str, value)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
 
 
-def quality_table(ckpt: str, n_bleed: int, n_healthy: int, seed: int, names: list[str]) -> None:
-    from sklearn.metrics import roc_auc_score
+def quality_table(names: list[str], out_root: Path) -> None:
+    """Run each candidate through detect + evaluate and print one row per candidate."""
+    import json
 
-    from ichinpaint.scores import slice_scores
+    from ichinpaint import cli
+    from ichinpaint.constants import SUBTYPES
+    from ichinpaint.evaluation.truth import FP_KINDS
 
-    module, spec = model.load_inpainter(ckpt)
-    images, lesions, is_bleed = quality_sample(n_bleed, n_healthy, seed, spec.img_size)
-    brain = images.brain > 0
-    print(f"\nquality on {n_bleed} bleed + {n_healthy} healthy used val/test slices (seed {seed})")
-    print(
-        f"{'strategy | sizes at 256':30} {'img/slice':>9} {'pixel AUROC':>11} {'slice AUROC':>11}"
-    )
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    canvas, img_size = str(params["png"]["canvas"]), str(params["png"]["img_size"])
+    rows, detected = [], {}
     for name in names:
-        strategy, sizes, offsets = QUALITY_CANDIDATES[name]
-        settings = DetectSettings(strategy, sizes_at_256=sizes, offsets=offsets, batch_size=64)
-        runner = UNetRunner(module)
-        sampler = InpaintSampler(module.diffusion, runner, strategy.ddim_steps)
-        generator = torch.Generator().manual_seed(0)
-        maps = detect_series(images, sampler, settings, generator)
-        pixel = roc_auc_score(lesions[brain], maps[brain])
-        top = [slice_scores(m, b)["score_top1pct"] for m, b in zip(maps, brain, strict=True)]
-        per_slice = runner.forwards / len(maps)
-        print(f"{name:30} {per_slice:>9.1f} {pixel:>11.3f} {roc_auc_score(is_bleed, top):>11.3f}")
+        detect_extra, evaluate_extra = QUALITY_CANDIDATES[name]
+        key = tuple(detect_extra)
+        det = out_root / f"detect_{len(detected)}" if key not in detected else detected[key]
+        if key not in detected:
+            detected[key] = det
+            argv = ["detect", *_stage_args(params["detect"]), *detect_extra, "--canvas", canvas]
+            argv += ["--out", str(det / "maps"), "--metrics", str(det / "detect.json")]
+            assert cli.main(argv) == 0
+        ev = out_root / f"evaluate_{len(rows)}"
+        argv = ["evaluate", *_stage_args(params["evaluate"]), *evaluate_extra]
+        argv += ["--canvas", canvas, "--img_size", img_size, "--detections", str(det / "maps")]
+        argv += ["--detect_metrics", str(det / "detect.json"), "--metrics", str(ev / "m.json")]
+        argv += ["--plots", str(ev / "plots"), "--gallery", str(ev / "gallery")]
+        argv += ["--submission", str(ev / "submission.csv")]
+        argv += ["--ground_truth", str(ROOT / params["data"]["raw_dir"] / "ground_truth")]
+        assert cli.main(argv) == 0
+        rows.append((name, json.loads((ev / "m.json").read_text())))
+    head = [
+        "slice AUROC",
+        "AP",
+        "FP/healthy",
+        "pixel AUPRC",
+        *(s[:6] for s in SUBTYPES),
+        "s/series",
+    ]
+    print("\n| candidate | " + " | ".join(head) + " | FP by kind (per healthy series) |")
+    print("|---" * (len(head) + 2) + "|")
+    for name, m in rows:
+        values = [m.get(k) for k in QUALITY_KEYS]
+        values += [m.get(f"sensitivity_{s}") for s in SUBTYPES] + [m.get("seconds_per_series")]
+        kinds = {k: m.get(f"fp_components_{k}") or 0 for k in FP_KINDS}
+        top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(kinds.items(), key=lambda i: -i[1]) if v)
+        cells = ["n/a" if v is None else f"{v:.2f}" for v in values]
+        print(f"| {name} | " + " | ".join(cells) + f" | {top or '-'} |")
 
 
 def main() -> None:
@@ -268,10 +275,16 @@ def main() -> None:
     parser.add_argument(
         "--skip-study-cpu", action="store_true", help="skip the (slow) study model on CPU"
     )
-    parser.add_argument("--quality", metavar="CKPT", help="compare strategies with this model")
-    parser.add_argument("--bleed", type=int, default=8, help="--quality: slices with a bleed")
-    parser.add_argument("--healthy", type=int, default=4, help="--quality: healthy slices")
-    parser.add_argument("--seed", type=int, default=0, help="--quality: which slices")
+    parser.add_argument(
+        "--quality",
+        action="store_true",
+        help="compare detector variants on the pipeline's data (run from the repo root after "
+        "dvc repro): detect + evaluate per candidate, a table of slice AUROC, per-subtype "
+        "sensitivity, FP components by kind, pixel AUPRC and speed",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("/tmp/ichinpaint-quality"), help="--quality: work dir"
+    )
     parser.add_argument(
         "--candidates",
         nargs="+",
@@ -283,7 +296,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.quality:
-        quality_table(args.quality, args.bleed, args.healthy, args.seed, args.candidates)
+        quality_table(args.candidates, args.out)
         return
     params = default_detect_params()
     default = default_strategy(params)

@@ -36,9 +36,18 @@ BRAIN_HU_RANGE: tuple[float, float] = (0.0, 100.0)
 # Above this, a voxel is bone (or calcification): never brain, and the wall to stay inside.
 BONE_HU: float = 100.0
 
-# A partial-volume voxel at the inner skull table is counted as intracranial when its HU
-# is closer to brain/CSF than to cortical bone (~1000-1800 HU): below this value.
-EDGE_HU: float = 500.0
+# A partial-volume voxel at the inner skull table is counted as intracranial when it is
+# more brain than bone: below the midpoint of brain (~40 HU) and the scan's own cortical
+# bone (`cortical_bone_hu`, ~1000-1900 HU on real scanners), so ~500-1000 HU.
+BRAIN_HU: float = 40.0
+EDGE_HU_LIMITS: tuple[float, float] = (500.0, 1000.0)
+# Voxels above this are bone for measuring the scan's cortical density.
+CORTICAL_MIN_HU: float = 700.0
+# A brain voxel must see bone in at least this many of 8 in-plane directions: the
+# intracranial space is enclosed by the skull, while the face, the orbits and the neck
+# below the skull base, which touch the brain through the foramina, open onto air.
+# 6 of 8 tolerates one open side (a craniectomy, an unclosed skull at the top slice).
+ENCLOSED_MIN_DIRECTIONS: int = 6
 
 # Input window of the `model` method: HU in [0, 100] scaled to [0, 1], clipped.
 MODEL_WINDOW_HU: tuple[float, float] = (0.0, 100.0)
@@ -130,8 +139,55 @@ def smooth_in_plane(hu: np.ndarray, sigma_mm: float, spacing: np.ndarray) -> np.
     )
 
 
+def cortical_bone_hu(hu: np.ndarray) -> float:
+    """The scan's cortical bone density: the 90th percentile of voxels above CORTICAL_MIN_HU.
+
+    A high percentile, because the diploe (300-900 HU) is bone too and would pull a
+    median down to the middle of the skull; 1500 HU when the scan shows no bone.
+    """
+    dense = np.asarray(hu)[np.asarray(hu) > CORTICAL_MIN_HU]
+    return float(np.percentile(dense, 90)) if dense.size else 1500.0
+
+
+def edge_hu_for(hu: np.ndarray) -> float:
+    """HU below which a partial-volume voxel is more brain than bone, from the scan itself."""
+    midpoint = (BRAIN_HU + cortical_bone_hu(hu)) / 2
+    return float(np.clip(midpoint, *EDGE_HU_LIMITS))
+
+
+def _seen_along(blocked: np.ndarray, step_col: int, step_row: int) -> np.ndarray:
+    """Per voxel: is there a `blocked` voxel at or before it, walking in-plane by (col, row) steps.
+
+    Volumes are ``data[col, row, k]``; each slice is walked independently.
+    """
+    seen = blocked.copy()
+    if step_col and not step_row:
+        order = range(1, seen.shape[0]) if step_col > 0 else range(seen.shape[0] - 2, -1, -1)
+        for c in order:
+            seen[c] |= seen[c - step_col]
+        return seen
+    order = range(1, seen.shape[1]) if step_row > 0 else range(seen.shape[1] - 2, -1, -1)
+    for r in order:
+        previous = seen[:, r - step_row]
+        if step_col > 0:
+            seen[1:, r] |= previous[:-1]
+        elif step_col < 0:
+            seen[:-1, r] |= previous[1:]
+        else:
+            seen[:, r] |= previous
+    return seen
+
+
+def enclosed_by(bone: np.ndarray, min_directions: int = ENCLOSED_MIN_DIRECTIONS) -> np.ndarray:
+    """Voxels that see `bone` in at least `min_directions` of the 8 in-plane directions."""
+    count = np.zeros(bone.shape, np.uint8)
+    for step in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)):
+        count += _seen_along(bone, *step)
+    return count >= min_directions
+
+
 def grow_into_partial_volume(
-    mask: np.ndarray, hu: np.ndarray, edge_mm: float, spacing: np.ndarray, edge_hu: float = EDGE_HU
+    mask: np.ndarray, hu: np.ndarray, edge_mm: float, spacing: np.ndarray, edge_hu: float
 ) -> np.ndarray:
     """Extend the mask in-plane by up to `edge_mm` into voxels with ``0 <= HU < edge_hu``.
 
@@ -159,7 +215,7 @@ def threshold_brain_mask(
     smooth_mm: float = 1.0,
     opening_mm: float = 3.0,
     closing_mm: float = 2.0,
-    edge_mm: float = 2.0,
+    edge_mm: float = 4.0,
     hu_range: tuple[float, float] = BRAIN_HU_RANGE,
     bone_hu: float = BONE_HU,
 ) -> np.ndarray:
@@ -168,13 +224,17 @@ def threshold_brain_mask(
     1. Smooth in-plane (Gaussian, sigma `smooth_mm`) so that acquisition noise does not
        punch holes into CSF near 0 HU or leave speckle in the scalp.
     2. Candidate brain = smoothed HU inside `hu_range`, bone (> `bone_hu`) excluded;
-       the skull therefore separates brain from scalp.
+       the skull therefore separates brain from scalp. Only voxels enclosed by bone
+       (`enclosed_by`) are candidates: below the skull base the face and neck soft
+       tissue has brain-like HU and touches the brain through the foramen magnum.
     3. Opening (box of +-`opening_mm`) cuts the thin bridges that remain (skull
        foramina, partial-volume gaps at the vertex); the largest 3-D component is the
        intracranial content.
     4. Closing (`closing_mm`) smooths the outline and bone is removed again.
     5. The outline grows by up to `edge_mm` into partial-volume voxels of the inner
-       table that are more brain than bone (`grow_into_partial_volume`).
+       table that are more brain than bone (`grow_into_partial_volume`, the limit from
+       the scan's own cortical bone density, `edge_hu_for`): extra-axial blood lies
+       right there, and at the vertex the oblique table makes the band mm thick.
     6. Holes are filled per slice and in 3-D (ventricles, calcifications, noisy CSF).
 
     The result covers everything inside the inner table of the skull that is not
@@ -186,10 +246,10 @@ def threshold_brain_mask(
     spacing = voxel_spacing(affine)
     smooth = smooth_in_plane(hu, smooth_mm, spacing)
     bone = hu > bone_hu
-    candidate = (smooth >= hu_range[0]) & (smooth <= hu_range[1]) & ~bone
+    candidate = (smooth >= hu_range[0]) & (smooth <= hu_range[1]) & ~bone & enclosed_by(bone)
     brain = largest_component(open_mm(candidate, opening_mm, spacing))
     brain = close_mm(brain, closing_mm, spacing) & ~bone
-    brain = grow_into_partial_volume(brain, hu, edge_mm, spacing)
+    brain = grow_into_partial_volume(brain, hu, edge_mm, spacing, edge_hu_for(hu))
     brain = fill_holes(fill_holes_per_slice(brain))
     return brain.astype(np.uint8)
 
