@@ -265,6 +265,9 @@ def _place_lesions(
         options = lesions.candidates(kind, seeds, head, geom.n_slices)
         if len(options) == 0:
             continue
+        typical = lesions.preferred(kind, seeds, options)
+        if len(typical) and rng.random() < 0.6:
+            options = typical
         i = int(rng.choice(options))
         placed.append(lesions.random_lesion(kind, seeds.points[i], float(seeds.fields.lr[i]), rng))
     return placed
@@ -280,5 +283,5 @@ def _seed_points(template: Template, head: Head, geom: SeriesGeometry) -> lesion
     points = np.concatenate(points)
     ras = anatomy.template_coordinates(head, points)
     return lesions.SeedPoints(
-        points, np.concatenate(index), anatomy.sample_fields(template, head, ras)
+        points, np.concatenate(index), anatomy.sample_fields(template, head, ras), ras
     )
