@@ -229,7 +229,9 @@ def _skull_base(rng: np.random.Generator) -> tuple:
             Blob("", j((31, 62, -38), 1.0) * s, np.array([12.0, 12.0, 12.0]), 12.0),  # globe
             Blob("", j((31, 60, -38), 1.0) * s, np.array([4.0, 3.0, 4.0]), 95.0),  # lens
             Tube("", j((22, 40, -38)) * s, j((14, 18, -36)) * s, 3.0, 45.0),  # optic nerve
-            Tube("petrous", j((58, -37, -36)) * s, j((24, -17, -34)) * s, 7.0, bone * 1.15),
+            # The petrous pyramid: broad laterally, tapering to its apex by the clivus.
+            Tube("petrous", j((60, -38, -38)) * s, j((43, -29, -36)) * s, 10.0, bone * 1.15),
+            Tube("petrous", j((43, -29, -36)) * s, j((24, -17, -34)) * s, 6.0, bone * 1.15),
             Blob(
                 "", j((52, -44, -44)) * s, rng.uniform([8, 9, 9], [12, 13, 13]), -500.0
             ),  # mastoid
