@@ -101,8 +101,9 @@ def render_series(
     spacing = float(np.mean(geom.pixel_spacing))
     for k in range(n_slices):
         slab = _render_slice(template, head, m, geom, k, placed)
-        hu[k], codes[k], brain[k], mimic[k] = slab
-        hu[k] = ndimage.gaussian_filter(hu[k], head.psf_mm / spacing)
+        codes[k], brain[k], mimic[k] = slab.codes, slab.brain, slab.mimic
+        # The reconstruction kernel blurs every edge (the inner-table rim among them).
+        hu[k] = ndimage.gaussian_filter(slab.hu, head.psf_mm / spacing)
         if slab.streaks is not None:
             hu[k] += slab.streaks
         hu[k] += _noise(rng, (rows, cols), head.noise_hu, head.noise_cutoff * spacing)
@@ -151,9 +152,6 @@ class Slab:
     brain: np.ndarray
     mimic: np.ndarray
     streaks: np.ndarray | None
-
-    def __iter__(self):
-        return iter((self.hu, self.codes, self.brain, self.mimic))
 
 
 def _render_slice(
