@@ -332,6 +332,7 @@ BASE_TAPER = 0.25
 # Under this template z the side walls are soft tissue (muscles, parotid), not skull.
 SKULL_WALL_BOTTOM_Z = -42.0
 SOFT_TISSUE_HU = 45.0
+BASE_THINNING = 0.45  # the skull under BASE_Z is this much thinner (the fossae's floors)
 
 
 def compose_hu(
@@ -350,11 +351,14 @@ def compose_hu(
     """
     tissue = fields.gm * head.gm_hu + fields.wm * head.wm_hu + fields.csf * head.csf_hu
     skull = head.skull_mm * skull_modulation
+    if z is not None:  # the cranial floor and temporal squama are thinner than the vault
+        skull = skull * (1.0 - BASE_THINNING * np.clip((BASE_Z - z) / 10.0, 0.0, 1.0))
     u = (fields.depth - head.csf_rim_mm) / skull  # 0..1 = skull
     outer = _outer_profile(u, head, skull)
     if base_depth is not None and z is not None:
         below = np.flatnonzero((z < BASE_Z) & (u > 1.0))  # under the brain, past its skull
-        z, skull_b = z.reshape(-1)[below], np.broadcast_to(skull, u.shape).reshape(-1)[below]
+        skull_b = np.broadcast_to(skull, u.shape).reshape(-1)[below]
+        z = z.reshape(-1)[below]
         outline = np.broadcast_to(base_depth, u.shape).reshape(-1)[below] + BASE_TAPER * (
             BASE_Z - z
         )

@@ -5,12 +5,14 @@ adjacent 5 mm slices the way a real bleed does and follows the anatomy: extra-ax
 blood lies under the inner skull table (epidural: short, thick, biconvex; subdural:
 long, thin, crescent), parenchymal blood forms irregular blobs with a hypodense edema
 rim, ventricular blood fills the dependent (posterior) part of a ventricle, and
-subarachnoid blood replaces CSF in sulci and cisterns. Acute blood is 50-90 HU.
+subarachnoid blood replaces CSF in sulci and cisterns. Acute blood is 50-90 HU; a share
+of the bleeds is subacute and nearly isodense to brain (35-50 HU), as a days-old subdural
+or parenchymal bleed is on real CT.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -183,6 +185,32 @@ class SeedPoints:
     points: np.ndarray  # (n, 3) LPS
     slice_index: np.ndarray  # (n,)
     fields: Fields  # flattened to (n,)
+    ras: np.ndarray | None = None  # (n, 3) template coordinates (MNI mm)
+
+
+# Share of bleeds of each kind drawn subacute (nearly isodense, SUBACUTE_HU).
+SUBACUTE_SHARE = {
+    "epidural": 0.05,
+    "intraparenchymal": 0.2,
+    "intraventricular": 0.1,
+    "subarachnoid": 0.1,
+    "subdural": 0.3,
+}
+SUBACUTE_HU = (36.0, 50.0)
+
+
+def preferred(kind: str, seeds: SeedPoints, options: np.ndarray) -> np.ndarray:
+    """The subset of `options` where a bleed of `kind` typically lies (may be empty).
+
+    Intraventricular blood layers in the occipital horns and atria; subarachnoid blood
+    fills the basal cisterns (around the circle of Willis) as often as the sulci.
+    """
+    if seeds.ras is None or kind not in ("intraventricular", "subarachnoid"):
+        return options
+    ras = seeds.ras[options]
+    if kind == "intraventricular":
+        return options[ras[:, 1] < -25.0]
+    return options[(ras[:, 2] < 0.0) & (np.abs(ras[:, 0]) < 30.0) & (ras[:, 2] > -40.0)]
 
 
 def candidates(kind: str, seeds: SeedPoints, head: Head, n_slices: int) -> np.ndarray:
@@ -214,6 +242,15 @@ def random_lesion(kind: str, centre: np.ndarray, lr: float, rng: np.random.Gener
         wiggle_k=wiggle_k,
         wiggle_phase=rng.uniform(0, 2 * np.pi, 2),
     )
+    lesion = _random_shape(kind, common, lr, centre, rng)
+    if rng.random() < SUBACUTE_SHARE[kind]:
+        return replace(lesion, blood_hu=float(rng.uniform(*SUBACUTE_HU)))
+    return lesion
+
+
+def _random_shape(
+    kind: str, common: dict, lr: float, centre: np.ndarray, rng: np.random.Generator
+) -> Lesion:
     if kind == "epidural":
         radius = _log_uniform(rng, 18, 45)
         return Lesion(
@@ -232,7 +269,7 @@ def random_lesion(kind: str, centre: np.ndarray, lr: float, rng: np.random.Gener
             side=np.sign(lr),
         )
     if kind == "intraparenchymal":
-        size = _log_uniform(rng, 2.5, 22)
+        size = _log_uniform(rng, 2.0, 28)
         blobs = []
         for i in range(int(rng.integers(1, 4))):
             offset = np.zeros(3) if i == 0 else rng.normal(size=3) * 0.5 * size

@@ -159,7 +159,7 @@ def random_mimics(rng: np.random.Generator, present: list[str], csf_hu: float) -
         base=_skull_base(rng),
         dura_hu=float(rng.uniform(55, 75)),
         dura_half_mm=float(rng.uniform(0.7, 1.1)),
-        sinus_hu=float(rng.uniform(45, 65)),
+        sinus_hu=float(rng.uniform(40, 65)),
         sss_width_mm=float(rng.uniform(7, 10)),
         transverse_radius=(float(rng.uniform(3.5, 5.0)), float(rng.uniform(2.5, 4.5))),
         streak_hu=float(rng.uniform(8, 22)),
@@ -229,7 +229,9 @@ def _skull_base(rng: np.random.Generator) -> tuple:
             Blob("", j((31, 62, -38), 1.0) * s, np.array([12.0, 12.0, 12.0]), 12.0),  # globe
             Blob("", j((31, 60, -38), 1.0) * s, np.array([4.0, 3.0, 4.0]), 95.0),  # lens
             Tube("", j((22, 40, -38)) * s, j((14, 18, -36)) * s, 3.0, 45.0),  # optic nerve
-            Tube("petrous", j((58, -37, -36)) * s, j((24, -17, -34)) * s, 7.0, bone * 1.15),
+            # The petrous pyramid: broad laterally, tapering to its apex by the clivus.
+            Tube("petrous", j((60, -38, -38)) * s, j((43, -29, -36)) * s, 10.0, bone * 1.15),
+            Tube("petrous", j((43, -29, -36)) * s, j((24, -17, -34)) * s, 6.0, bone * 1.15),
             Blob(
                 "", j((52, -44, -44)) * s, rng.uniform([8, 9, 9], [12, 13, 13]), -500.0
             ),  # mastoid
@@ -392,13 +394,14 @@ def _sinuses(m: PatientMimics, x, y, z, inside, tent) -> np.ndarray:
     # Transverse: along the tentorium's attachment to the occipital bone; sigmoid: down
     # the posterior fossa wall to the jugular foramen.
     radius = np.where(x < 0, m.transverse_radius[0], m.transverse_radius[1])  # RAS x<0 = right
-    transverse = (y < -45.0) & (inside < 2 * radius) & (np.abs(z - (tent - radius)) < radius)
+    # Most of a sinus lies in its groove in the bone: only about a radius bulges inwards.
+    transverse = (y < -45.0) & (inside < radius) & (np.abs(z - (tent - radius)) < radius)
     sigmoid_centre_z = -10.0 + 0.9 * (y + 70.0)  # descends forward from y=-70
     sigmoid = (
         (np.abs(x) > 35.0)
         & (y > -75.0)
         & (y < -40.0)
-        & (inside < 2 * radius)
+        & (inside < radius)
         & (np.abs(z - np.minimum(sigmoid_centre_z, tent - radius)) < radius)
     )
     return sss | straight | transverse | sigmoid

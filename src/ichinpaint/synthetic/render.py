@@ -101,8 +101,9 @@ def render_series(
     spacing = float(np.mean(geom.pixel_spacing))
     for k in range(n_slices):
         slab = _render_slice(template, head, m, geom, k, placed)
-        hu[k], codes[k], brain[k], mimic[k] = slab
-        hu[k] = ndimage.gaussian_filter(hu[k], head.psf_mm / spacing)
+        codes[k], brain[k], mimic[k] = slab.codes, slab.brain, slab.mimic
+        # The reconstruction kernel blurs every edge (the inner-table rim among them).
+        hu[k] = ndimage.gaussian_filter(slab.hu, head.psf_mm / spacing)
         if slab.streaks is not None:
             hu[k] += slab.streaks
         hu[k] += _noise(rng, (rows, cols), head.noise_hu, head.noise_cutoff * spacing)
@@ -151,9 +152,6 @@ class Slab:
     brain: np.ndarray
     mimic: np.ndarray
     streaks: np.ndarray | None
-
-    def __iter__(self):
-        return iter((self.hu, self.codes, self.brain, self.mimic))
 
 
 def _render_slice(
@@ -265,6 +263,9 @@ def _place_lesions(
         options = lesions.candidates(kind, seeds, head, geom.n_slices)
         if len(options) == 0:
             continue
+        typical = lesions.preferred(kind, seeds, options)
+        if len(typical) and rng.random() < 0.6:
+            options = typical
         i = int(rng.choice(options))
         placed.append(lesions.random_lesion(kind, seeds.points[i], float(seeds.fields.lr[i]), rng))
     return placed
@@ -280,5 +281,5 @@ def _seed_points(template: Template, head: Head, geom: SeriesGeometry) -> lesion
     points = np.concatenate(points)
     ras = anatomy.template_coordinates(head, points)
     return lesions.SeedPoints(
-        points, np.concatenate(index), anatomy.sample_fields(template, head, ras)
+        points, np.concatenate(index), anatomy.sample_fields(template, head, ras), ras
     )
