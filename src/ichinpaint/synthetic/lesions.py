@@ -170,7 +170,9 @@ def _could_hit(lesion: Lesion, f: Fields, head: Head) -> np.ndarray:
     """A cheap flat pre-selection by tissue, before any geometry is computed."""
     if lesion.kind in ("epidural", "subdural"):
         inside = _inside_mm(f, head).reshape(-1)
-        return (inside >= -0.5) & (inside <= lesion.thickness + 0.5)
+        # Never into the skull: blood lies inside the inner table, so every lesion voxel
+        # is also intracranial (ground_truth brain), as a reader would outline it.
+        return (inside >= 0.0) & (inside <= lesion.thickness + 0.5)
     if lesion.kind == "intraventricular":
         return f.ventricles.reshape(-1) > 0.5
     if lesion.kind == "subarachnoid":

@@ -189,6 +189,7 @@ def _render_slice(
         kind[mask] = 0  # a bleed painted over a mimic: lesion wins
     space = (intracranial & ~intrusion).reshape(planes).mean(0)
     brain = space >= 0.5
+    codes[~brain] = 0  # a slab more bone than intracranial space shows no readable bleed
     mimic = _mimic_codes(kind)
     bone = (hu >= BONE_HU).mean(0)
     lower = ras[..., 2].mean(0) < SKULL_BASE_MAX_Z
