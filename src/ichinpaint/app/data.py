@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from ichinpaint import manifest
 from ichinpaint.evaluation.pipeline import (
     Paths,
     SeriesTask,
@@ -380,13 +380,7 @@ def analyse_series(
 
 def read_ct_stack(task: SeriesTask) -> np.ndarray:
     """The brain-window PNGs of a series as a ``[k, row, col]`` uint8 stack."""
-    images = []
-    for row in task.rows.itertuples():
-        path = task.root / row.image_path
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: slice PNG not found (run `dvc repro png`)")
-        images.append(np.asarray(Image.open(path).convert("L")))
-    return np.stack(images)
+    return np.stack([manifest.read_png(task.root / path) for path in task.rows["image_path"]])
 
 
 def truth_stack(task: SeriesTask, shape: tuple[int, ...]) -> np.ndarray | None:
