@@ -23,7 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 PACKAGE = "ichinpaint"
 # Command options that name what a stage writes; every other path option is an input.
-OUTPUT_OPTIONS = {"out", "metrics", "overlay", "state_dir", "live_dir", "plots", "gallery"}
+OUTPUT_OPTIONS = {
+    "out",
+    "metrics",
+    "headline",
+    "overlay",
+    "state_dir",
+    "live_dir",
+    "plots",
+    "gallery",
+}
 OUTPUT_OPTIONS |= {"submission"}
 
 

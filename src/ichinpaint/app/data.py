@@ -69,7 +69,7 @@ class AppPaths:
         *,
         slices: str | Path = "data/processed/slices.csv",
         detections: str | Path = "data/detections",
-        metrics: str | Path = "metrics/detection.json",
+        metrics: str | Path = "metrics/reports/detection.json",
         ground_truth: str | Path = "data/raw/synthetic/ground_truth",
         params: str | Path = "params.yaml",
     ) -> AppPaths:
@@ -142,7 +142,7 @@ def load_manifest(paths: AppPaths) -> pd.DataFrame:
 
 
 def read_detection_metrics(paths: AppPaths) -> dict[str, Any] | None:
-    """metrics/detection.json (the thresholds evaluate chose), or None before evaluate ran."""
+    """metrics/reports/detection.json (the thresholds evaluate chose), or None before evaluate ran."""
     return read_json(paths.metrics) if paths.metrics.exists() else None
 
 
