@@ -23,7 +23,7 @@ STRATEGY_CHOICES = ("repaint", "partial", "onestep")
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
-HEADLINE = {"images": "slices", "seconds_per_series": "seconds_per_series"}
+HEADLINE = {"images": "slices", "s_per_series": "seconds_per_series"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

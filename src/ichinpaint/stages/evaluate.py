@@ -15,7 +15,12 @@ from ichinpaint.evaluation.thresholds import MODES
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
-HEADLINE = {"slice_auroc": "slice_auroc", "slice_ap": "slice_ap", "dice": "dice"}
+HEADLINE = {
+    "slice_auroc": "slice_auroc",
+    "slice_ap": "slice_ap",
+    "dice": "dice",
+    "threshold": "pixel_threshold",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
