@@ -1,4 +1,4 @@
-"""Atomic writes and parallel loops with progress bars.
+"""Atomic writes, parallel loops with progress bars, and the metrics headline of a report.
 
 Every stage writes through these helpers so that a killed stage never leaves a
 half-written file that looks finished: content goes to a temporary name in the same
