@@ -45,6 +45,11 @@ DROP_MIDRANGE = "midrange_below_min"
 
 # What each reader relies on (subsets of COLUMNS): a reader refuses a manifest that
 # lacks one of its columns, and tolerates the others being absent.
+_BOOKKEEPING = ("above_id", "below_id", "midrange_fraction", "drop_reason")
+FOR_DETECTION: tuple[str, ...] = tuple(c for c in COLUMNS if c not in _BOOKKEEPING)
+FOR_EVALUATION: tuple[str, ...] = tuple(
+    c for c in FOR_DETECTION if c not in ("above_path", "below_path")
+)
 FOR_TRAINING: tuple[str, ...] = (
     "image_id",
     "series_uid",
@@ -55,32 +60,6 @@ FOR_TRAINING: tuple[str, ...] = (
     "above_path",
     "below_path",
     "any",
-)
-FOR_DETECTION: tuple[str, ...] = (
-    "image_id",
-    "series_uid",
-    "patient_id",
-    "split",
-    "slice_index",
-    "n_slices",
-    "image_path",
-    "mask_path",
-    "above_path",
-    "below_path",
-    "use",
-    *LABELS,
-)
-FOR_EVALUATION: tuple[str, ...] = (
-    "image_id",
-    "series_uid",
-    "patient_id",
-    "split",
-    "slice_index",
-    "n_slices",
-    "image_path",
-    "mask_path",
-    "use",
-    *LABELS,
 )
 assert {*FOR_TRAINING, *FOR_DETECTION, *FOR_EVALUATION} <= set(COLUMNS)
 
