@@ -14,11 +14,22 @@ from __future__ import annotations
 import torch
 
 COMBINE_MODES: tuple[str, ...] = ("max", "mean")
+# absolute: any difference; positive: only where the real slice is brighter than its
+# healthy re-painting. Acute blood is hyperdense, while the healthy variants that fool
+# unsigned detectors (cysts, atrophy, old infarcts) are hypodense.
+SIGNS: tuple[str, ...] = ("absolute", "positive")
 
 
-def difference_in_window_units(original: torch.Tensor, inpainted: torch.Tensor) -> torch.Tensor:
-    """|original - inpainted| with [-1, 1] model images, in [0, 1] brain-window units."""
-    return (original - inpainted).abs() / 2
+def difference_in_window_units(
+    original: torch.Tensor, inpainted: torch.Tensor, sign: str = "absolute"
+) -> torch.Tensor:
+    """original - inpainted (per `sign`) with [-1, 1] model images, in [0, 1] window units."""
+    diff = (original - inpainted) / 2
+    if sign == "absolute":
+        return diff.abs()
+    if sign == "positive":
+        return diff.clamp(min=0)
+    raise ValueError(f"unknown sign {sign!r}; choose one of {SIGNS}")
 
 
 def combine_grids(per_grid: torch.Tensor, how: str) -> torch.Tensor:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ichinpaint import grid, manifest, volume
 from ichinpaint.constants import LABELS
+from ichinpaint.detection import hu
 from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
 from ichinpaint.detection.strategies import Strategy, inpaint_batch
@@ -139,6 +140,16 @@ class DetectSettings:
     combine: str = "max"
     batch_size: int = 256
     seed: int = 0
+    sign: str = "absolute"
+    # Multiply the map by the share of native pixels in `gate_band` (HU): differences
+    # on bone, calcification, CSF or fat count for nothing (ichinpaint.detection.hu).
+    hu_gate: bool = False
+    gate_band: tuple[float, float] = hu.GATE_BAND_HU
+    baseline_band: tuple[float, float] = hu.BASELINE_BAND_HU
+
+    @property
+    def needs_hu(self) -> bool:
+        return self.hu_gate or not self.strategy.needs_model
 
 
 def pick_device(name: str) -> torch.device:
@@ -189,10 +200,33 @@ def detect_series(
         inpainted = inpaint_batch(
             settings.strategy, sampler, original, concat, mask, generator=generator
         )
-        diff = difference_in_window_units(original, inpainted) * mask
+        diff = difference_in_window_units(original, inpainted, settings.sign) * mask
         per_grid.index_put_((s, grid_of_pass[p]), diff[:, 0], accumulate=True)
     maps = combine_grids(per_grid, settings.combine) * brain[:, 0]
     return maps.float().cpu().numpy()
+
+
+def series_maps(
+    images: SeriesImages,
+    sampler: InpaintSampler | None,
+    settings: DetectSettings,
+    generator: torch.Generator | None,
+    plan: GridPlan,
+    hu_fractions: np.ndarray | None,
+) -> np.ndarray:
+    """The series' final maps: re-painting differences (or the HU baseline), HU-gated if asked.
+
+    `hu_fractions` is the share of native pixels in the gate band (gate) or in the
+    baseline band (`hu_threshold`), per used slice on the model grid.
+    """
+    if not settings.strategy.needs_model:
+        assert hu_fractions is not None, "hu_threshold needs the HU volume"
+        return (hu_fractions * images.brain).astype(np.float32)
+    maps = detect_series(images, sampler, settings, generator, plan)
+    if settings.hu_gate:
+        assert hu_fractions is not None, "the HU gate needs the HU volume"
+        maps = maps * hu_fractions
+    return maps.astype(np.float32)
 
 
 def plan_series(images: SeriesImages, settings: DetectSettings) -> GridPlan:
@@ -345,10 +379,22 @@ def run_detection(
     `nifti_dir` + `canvas` give each map the source volume's affine on the model grid;
     without them the affine is the identity scaled to nothing (a bare voxel grid).
     """
-    img_size = int(module.config.model.input_size)
-    precision = "bf16" if bf16 else "fp32"
-    runner = UNetRunner(module, precision=precision, channels_last=channels_last, compile=compile)
-    sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
+    if settings.needs_hu and (nifti_dir is None or canvas is None):
+        raise ValueError(
+            f"strategy {settings.strategy.name} / hu_gate {settings.hu_gate}: the HU volumes "
+            "(nifti_dir) and the png canvas are needed"
+        )
+    if settings.strategy.needs_model:
+        img_size = int(module.config.model.input_size)
+        precision = "bf16" if bf16 else "fp32"
+        runner = UNetRunner(
+            module, precision=precision, channels_last=channels_last, compile=compile
+        )
+        sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
+        device = runner.device
+    else:  # the HU baseline: no model, the image size from the PNGs themselves
+        img_size = _png_size(root / str(manifest["image_path"].iloc[0]))
+        runner, sampler, device = None, None, torch.device("cpu")
     picker = OverlayPicker(n_overlays // 2)
     rows: list[dict[str, Any]] = []
     per_series_seconds: list[float] = []
@@ -360,14 +406,23 @@ def run_detection(
         start = time.perf_counter()
         images = load_series_images(series_rows, root, img_size)
         plan = plan_series(images, settings)
-        expected = expected_forwards(plan, sampler, settings.strategy)
+        expected = expected_forwards(plan, sampler, settings.strategy) if sampler else 0
         expected_total += expected
         empty_brain += int((images.brain.sum(axis=(1, 2)) == 0).sum())
+        fractions = None
+        if settings.needs_hu:
+            band = settings.gate_band if settings.strategy.needs_model else settings.baseline_band
+            hu_volume = hu.load_hu_volume(nifti_dir, uid)
+            fractions = hu.series_band_fractions(
+                hu_volume, images.slice_index, band, canvas, img_size
+            )
         with tqdm(total=expected, desc=f"  {uid}", unit="img", leave=False, disable=None) as bar:
-            runner.progress = bar
-            generator = series_generator(runner.device, settings.seed, uid)
-            maps = detect_series(images, sampler, settings, generator, plan)
-            runner.progress = None
+            if runner:
+                runner.progress = bar
+            generator = series_generator(device, settings.seed, uid)
+            maps = series_maps(images, sampler, settings, generator, plan, fractions)
+            if runner:
+                runner.progress = None
         n_slices = int(series_rows["n_slices"].iloc[0])
         data = series_volume(maps, images.slice_index, n_slices)
         affine = series_affine(uid, nifti_dir, canvas, img_size, n_slices)
@@ -382,9 +437,10 @@ def run_detection(
             picker.offer(row, images.image[pos], maps[pos])
         per_series_seconds.append(time.perf_counter() - start)
     seconds_total = time.perf_counter() - start_all
-    if runner.forwards != expected_total:
+    forwards = runner.forwards if runner else 0
+    if forwards != expected_total:
         raise RuntimeError(
-            f"counted {runner.forwards} UNet images but the plan needs {expected_total}: the sampler "
+            f"counted {forwards} UNet images but the plan needs {expected_total}: the sampler "
             "and Strategy.forwards_per_image disagree"
         )
     picker.write(out_dir / "overlays")
@@ -393,16 +449,18 @@ def run_detection(
     metrics = {
         "strategy": settings.strategy.name,
         "strategy_detail": settings.strategy.describe(),
-        "forwards_total": runner.forwards,
-        "forwards_per_slice": runner.forwards / n_used if n_used else 0.0,
-        "forwards_per_second": runner.forwards / seconds_total if seconds_total > 0 else 0.0,
+        "sign": settings.sign,
+        "hu_gate": settings.hu_gate,
+        "forwards_total": forwards,
+        "forwards_per_slice": forwards / n_used if n_used else 0.0,
+        "forwards_per_second": forwards / seconds_total if seconds_total > 0 else 0.0,
         "seconds_per_series": float(np.mean(per_series_seconds)) if per_series_seconds else 0.0,
         "seconds_total": seconds_total,
         "series": len(groups),
         "slices": n_used,
         "slices_not_used": int((~manifest["use"]).sum()),
         "slices_empty_brain": empty_brain,
-        "device": describe_device(runner.device),
+        "device": describe_device(device),
         "img_size": img_size,
         "sizes_px": ",".join(str(s) for s in scaled_sizes(settings.sizes_at_256, img_size)),
     }
@@ -422,6 +480,10 @@ def series_affine(
     if header.shape[2] != n_slices:
         raise ValueError(f"{path}: {header.shape[2]} slices but slices.csv says {n_slices}")
     return model_grid_affine(header.affine, header.shape, canvas, img_size)
+
+
+def _png_size(path: Path) -> int:
+    return int(manifest.read_png(path).shape[1])
 
 
 def describe_device(device: torch.device) -> str:

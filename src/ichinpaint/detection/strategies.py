@@ -10,6 +10,9 @@ where the reverse process starts and how many network calls it makes per image:
   original's coarse structure.
 - ``onestep`` (patched-DDPM style): one clean-image prediction per noise level,
   averaged; ``len(noise_levels)`` calls.
+
+``hu_threshold`` is the no-model baseline (``ichinpaint.detection.hu``): it re-paints
+nothing and makes no call; it lives here so every strategy is chosen the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 
 from ichinpaint.detection.sampler import InpaintSampler, count_denoising_steps, repaint_schedule
 
-STRATEGIES: tuple[str, ...] = ("repaint", "partial", "onestep")
+STRATEGIES: tuple[str, ...] = ("repaint", "partial", "onestep", "hu_threshold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,11 @@ class Strategy:
             raise ValueError(f"unknown strategy {self.name!r}; choose one of {STRATEGIES}")
         object.__setattr__(self, "noise_levels", tuple(float(v) for v in self.noise_levels))
 
+    @property
+    def needs_model(self) -> bool:
+        """False for the HU baseline: it never loads or calls the inpainter."""
+        return self.name != "hu_threshold"
+
     def start_index(self, sampler: InpaintSampler) -> int | None:
         """Where the reverse process starts (None = the top, from pure noise)."""
         if self.name == "partial":
@@ -47,6 +55,8 @@ class Strategy:
 
     def forwards_per_image(self, sampler: InpaintSampler) -> int:
         """UNet calls per hidden pattern: the analytical count the runner must match."""
+        if not self.needs_model:
+            return 0
         if self.name == "onestep":
             return len(self.noise_levels)
         start = self.start_index(sampler)
@@ -57,6 +67,8 @@ class Strategy:
         return count_denoising_steps(schedule)
 
     def describe(self) -> str:
+        if not self.needs_model:
+            return self.name
         if self.name == "onestep":
             return f"onestep(levels={list(self.noise_levels)})"
         resample = (

@@ -29,7 +29,8 @@ import pandas as pd
 
 from ichinpaint import manifest
 from ichinpaint.constants import LABELS, SUBTYPES
-from ichinpaint.evaluation import calibration, gallery, metrics, plots, submission
+from ichinpaint.evaluation import calibration, gallery, metrics, plots, submission, truth
+from ichinpaint.evaluation.normalize import Normalizer, cell_index, fit_normalizer
 from ichinpaint.evaluation.postprocess import (
     SCORE_NAMES,
     erode_mask,
@@ -39,7 +40,6 @@ from ichinpaint.evaluation.postprocess import (
 )
 from ichinpaint.evaluation.thresholds import HealthyValidation, Thresholds, choose_thresholds
 from ichinpaint.io import parallel_map, read_json, write_csv, write_json
-from ichinpaint.windowing import to_model_grid
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class Settings:
     threshold_mode: str = "percentile"
     percentile: float = 99.5
     target_fpr: float = 0.05
+    # none | location: divide maps by the healthy spread at each depth and slice level,
+    # learned on healthy validation series (evaluation.normalize).
+    normalize: str = "none"
     erosion_px: int = 0
     median_size: int = 3
     min_component_px: int = 4
@@ -56,6 +59,9 @@ class Settings:
     reduction: str = "score_top1pct"
     n_splits: int = 5
     gallery_per_category: int = 3
+    # Width (model pixels) of the band next to the inner table that false positives are
+    # attributed to as "rim" (at 64 px on a 256 canvas of ~0.9 mm pixels, 2 px ~ 7 mm).
+    rim_px: int = 2
     canvas: int = 256
     img_size: int = 64
     # Pixel values kept per series (a fixed random subset) for the validation
@@ -77,6 +83,7 @@ class Paths:
     gallery: Path
     submission: Path
     root: Path = Path(".")
+    lesion_masks: Path | None = None  # user lesion masks for real data (evaluation.truth)
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,8 @@ class SeriesTask:
     root: Path
     settings: Settings
     thresholds: Thresholds | None = None
+    lesion_masks: truth.LesionMaskDir | None = None
+    normalizer: Normalizer | None = None
 
 
 # ---------------------------------------------------------------- inputs
@@ -121,34 +130,18 @@ def load_series(task: SeriesTask) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_truth(task: SeriesTask) -> dict[str, np.ndarray] | None:
-    """Ground-truth lesion mask per image id on the model grid, or None without ground truth.
+    """Lesion mask per image ID on the model grid, or None where the series has none.
 
-    The native lesion labels are brought to the model grid by area majority (a
-    model pixel is lesion when at least half of the native pixels it covers are).
-    Slices are matched through ``ids.json`` rather than by position.
+    User masks (``lesion_masks``) win over the synthetic ground truth; either way slices
+    are matched by image ID (evaluation.truth).
     """
-    lesion_path = task.ground_truth / "lesion.nii.gz"
-    ids_path = task.ground_truth / "ids.json"
-    if not lesion_path.exists():
-        return None
-    if not ids_path.exists():
-        raise FileNotFoundError(f"{ids_path}: ground truth without its slice-to-image map")
-    import nibabel as nib
-
-    from ichinpaint.volume import slice_image
-
-    lesion = np.asarray(nib.load(str(lesion_path)).dataobj)
-    image_ids = list(read_json(ids_path)["image_ids"])
-    if lesion.ndim != 3 or lesion.shape[2] != len(image_ids):
-        raise ValueError(
-            f"{lesion_path}: {lesion.shape} does not match {len(image_ids)} ids in ids.json"
+    s = task.settings
+    if task.lesion_masks is not None:
+        by_slice = dict(
+            zip(task.rows["slice_index"].astype(int), task.rows["image_id"], strict=True)
         )
-    truth = {}
-    for k, image_id in enumerate(image_ids):
-        native = (slice_image(lesion, k) > 0).astype(np.float64)
-        s = task.settings
-        truth[image_id] = to_model_grid(native, s.canvas, s.img_size, mode="area") >= 0.5
-    return truth
+        return task.lesion_masks.series_truth(task.series_uid, by_slice, s.canvas, s.img_size)
+    return truth.synthetic_truth(task.ground_truth, s.canvas, s.img_size)
 
 
 def _subsample(values: np.ndarray, limit: int, key: str) -> np.ndarray:
@@ -168,6 +161,8 @@ def _postprocess(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     s = task.settings
     anomaly, masks = load_series(task)
+    if task.normalizer is not None:
+        anomaly = task.normalizer.apply(anomaly, masks)
     cleaned, labels = postprocess_series(
         anomaly,
         masks,
@@ -179,6 +174,17 @@ def _postprocess(
     )
     eroded = np.stack([erode_mask(m, s.erosion_px) for m in masks])
     return cleaned, labels, masks, eroded
+
+
+def normalizer_values(task: SeriesTask) -> dict[str, np.ndarray]:
+    """Raw map values and their location cells on one healthy validation series (to fit on)."""
+    anomaly, masks = load_series(task)
+    used = task.rows.loc[task.rows["use"], "slice_index"].astype(int).to_numpy()
+    cells = cell_index(masks)[used]
+    inside = cells >= 0
+    joined = np.stack([anomaly[used][inside], cells[inside].astype(np.float32)])
+    joined = _subsample(joined, task.settings.max_validation_pixels_per_series, task.series_uid)
+    return {"values": joined[0], "cells": joined[1].astype(int)}
 
 
 def validation_values(task: SeriesTask) -> dict[str, Any]:
@@ -204,7 +210,8 @@ def evaluate_series(task: SeriesTask) -> dict[str, Any]:
     """Scores, decisions inputs, components and pixel statistics of one series at the thresholds."""
     assert task.thresholds is not None, "evaluate_series needs chosen thresholds"
     cleaned, labels, masks, eroded = _postprocess(task, task.thresholds.pixel_threshold)
-    truth = load_truth(task)
+    lesions = load_truth(task)
+    mimics = truth.mimic_labels(task.ground_truth, task.settings.canvas, task.settings.img_size)
     records, pixel_scores, pixel_truth = [], [], []
     counts = {"intersection": 0.0, "pred": 0.0, "true": 0.0}
     for row in task.rows.itertuples():
@@ -213,19 +220,22 @@ def evaluate_series(task: SeriesTask) -> dict[str, Any]:
         record.update(slice_scores(cleaned[k], eroded[k]))
         record["detected_px"] = int((labels[k] > 0).sum())
         record["n_components"] = len(np.unique(labels[k])) - 1
+        record.update(_fp_kind_counts(labels[k], masks[k], mimics, row, task.settings))
         records.append(record)
-        if truth is None or not row.use:
+        if lesions is None or not row.use:
             continue
-        if row.image_id not in truth:
+        if row.image_id not in lesions:
+            if task.lesion_masks is not None:  # a user mask may cover part of a series
+                continue
             raise ValueError(f"{task.ground_truth}/ids.json has no slice for image {row.image_id}")
         inside = masks[k]
         pixel_scores.append(cleaned[k][inside])
-        pixel_truth.append(truth[row.image_id][inside])
-        counts["intersection"] += float(((labels[k] > 0) & truth[row.image_id]).sum())
+        pixel_truth.append(lesions[row.image_id][inside])
+        counts["intersection"] += float(((labels[k] > 0) & lesions[row.image_id]).sum())
         counts["pred"] += float((labels[k] > 0).sum())
-        counts["true"] += float(truth[row.image_id].sum())
+        counts["true"] += float(lesions[row.image_id].sum())
     result: dict[str, Any] = {"series_uid": task.series_uid, "slices": pd.DataFrame(records)}
-    if truth is not None:
+    if lesions is not None:
         joined = (
             np.stack([np.concatenate(pixel_scores), np.concatenate(pixel_truth)])
             if pixel_scores
@@ -236,10 +246,28 @@ def evaluate_series(task: SeriesTask) -> dict[str, Any]:
     return result
 
 
+def _fp_kind_counts(
+    labels: np.ndarray,
+    brain: np.ndarray,
+    mimics: dict[str, np.ndarray] | None,
+    row: Any,
+    settings: Settings,
+) -> dict[str, int]:
+    """Components on a healthy slice, counted by what they lie on (``fp_<kind>`` columns)."""
+    counts = dict.fromkeys((f"fp_{kind}" for kind in truth.FP_KINDS), 0)
+    if int(row.any) or not row.use:
+        return counts
+    mimic = None if mimics is None else mimics.get(row.image_id)
+    for kind in truth.attribute_components(labels, brain, mimic, settings.rim_px):
+        counts[f"fp_{kind}"] += 1
+    return counts
+
+
 # ---------------------------------------------------------------- the stage
 
 
 def _series_tasks(frame: pd.DataFrame, paths: Paths, settings: Settings) -> list[SeriesTask]:
+    masks = truth.LesionMaskDir(paths.lesion_masks) if paths.lesion_masks else None
     tasks = []
     for uid, rows in frame.groupby("series_uid", sort=True):
         tasks.append(
@@ -250,6 +278,7 @@ def _series_tasks(frame: pd.DataFrame, paths: Paths, settings: Settings) -> list
                 ground_truth=paths.ground_truth / str(uid),
                 root=paths.root,
                 settings=settings,
+                lesion_masks=masks,
             )
         )
     return tasks
@@ -265,6 +294,17 @@ def healthy_validation(frame: pd.DataFrame, paths: Paths, settings: Settings) ->
         raise ValueError(
             f"{paths.slices}: no healthy validation slices with use == True to choose thresholds on"
         )
+    normalizer = None
+    if settings.normalize != "none":
+        fit = parallel_map(
+            normalizer_values, tasks, n_jobs=settings.n_jobs, desc="normaliser", unit="series"
+        )
+        normalizer = fit_normalizer(
+            settings.normalize,
+            np.concatenate([f["values"] for f in fit]),
+            np.concatenate([f["cells"] for f in fit]),
+        )
+        tasks = [_with(t, normalizer=normalizer) for t in tasks]
     parts = parallel_map(
         validation_values, tasks, n_jobs=settings.n_jobs, desc="validation series", unit="series"
     )
@@ -275,6 +315,7 @@ def healthy_validation(frame: pd.DataFrame, paths: Paths, settings: Settings) ->
         splits=rows["split"].to_numpy(),
         any_labels=rows["any"].to_numpy(),
         series_uids=tuple(t.series_uid for t in tasks),
+        normalizer=normalizer,
     )
 
 
@@ -291,12 +332,12 @@ def run_evaluation(paths: Paths, settings: Settings) -> dict[str, Any]:
         target_fpr=settings.target_fpr,
         reduction=settings.reduction,
     )
+    chosen = {"thresholds": thresholds, "normalizer": validation.normalizer}
     val_tasks = [
-        _with(t, thresholds) for t in _series_tasks(frame[frame["split"] == "val"], paths, settings)
+        _with(t, **chosen) for t in _series_tasks(frame[frame["split"] == "val"], paths, settings)
     ]
     test_tasks = [
-        _with(t, thresholds)
-        for t in _series_tasks(frame[frame["split"] == "test"], paths, settings)
+        _with(t, **chosen) for t in _series_tasks(frame[frame["split"] == "test"], paths, settings)
     ]
     if not test_tasks:
         raise ValueError(f"{paths.slices}: no test series to evaluate")
@@ -335,8 +376,8 @@ def run_evaluation(paths: Paths, settings: Settings) -> dict[str, Any]:
     return result
 
 
-def _with(task: SeriesTask, thresholds: Thresholds) -> SeriesTask:
-    return SeriesTask(**{**task.__dict__, "thresholds": thresholds})
+def _with(task: SeriesTask, **changes: Any) -> SeriesTask:
+    return SeriesTask(**{**task.__dict__, **changes})
 
 
 def _slice_table(
@@ -422,17 +463,17 @@ def _pixel_metrics(results: list[dict[str, Any]], plot_dir: Path) -> dict[str, f
         plots.write_curves(plot_dir, "pixel", empty, empty)
         return {}
     score = np.concatenate([p["score"] for p in with_truth])
-    truth = np.concatenate([p["truth"] for p in with_truth])
-    plots.write_curves(plot_dir, "pixel", truth, score)
+    is_lesion = np.concatenate([p["truth"] for p in with_truth])
+    plots.write_curves(plot_dir, "pixel", is_lesion, score)
     return {
-        "pixel_auroc": metrics.auroc(truth, score),
-        "pixel_auprc": metrics.average_precision(truth, score),
+        "pixel_auroc": metrics.auroc(is_lesion, score),
+        "pixel_auprc": metrics.average_precision(is_lesion, score),
         "dice": metrics.dice_from_counts(
             sum(p["intersection"] for p in with_truth),
             sum(p["pred"] for p in with_truth),
             sum(p["true"] for p in with_truth),
         ),
-        "dice_upper_bound": metrics.best_dice(truth, score),
+        "dice_upper_bound": metrics.best_dice(is_lesion, score),
         "pixel_series_with_truth": len(with_truth),
     }
 
@@ -443,17 +484,23 @@ def _component_metrics(test: pd.DataFrame) -> dict[str, float]:
     healthy = series_any.index[series_any == 0]
     used = test[test["series_uid"].isin(healthy) & test["use"]]
     per_series = used.groupby("series_uid")["n_components"].sum()
-    return {
+    out = {
         "fp_components_per_healthy_series": float(per_series.mean()) if len(healthy) else math.nan,
         "test_healthy_series": len(healthy),
     }
+    # The same components by what they lie on (they add up to the figure above).
+    for kind in truth.FP_KINDS:
+        column = f"fp_{kind}"
+        total = float(used[column].sum()) if column in used else 0.0
+        out[f"fp_components_{kind}"] = total / len(healthy) if len(healthy) else math.nan
+    return out
 
 
 def _logloss_metrics(test: pd.DataFrame) -> dict[str, float]:
-    truth = test[list(LABELS)].to_numpy()
+    labels_true = test[list(LABELS)].to_numpy()
     return {
         "rsna_weighted_logloss_any": metrics.binary_logloss(test["any"], test["p_any"]),
-        "rsna_weighted_logloss": metrics.rsna_weighted_logloss(truth, _label_matrix(test)),
+        "rsna_weighted_logloss": metrics.rsna_weighted_logloss(labels_true, _label_matrix(test)),
         "logloss_eps": metrics.LOGLOSS_EPS,
     }
 
@@ -500,7 +547,7 @@ def _write_gallery(
         for uid, group in examples.groupby("series_uid", sort=True):
             task = by_uid[uid]
             cleaned, labels, _, _ = _postprocess(task, thresholds.pixel_threshold)
-            truth = load_truth(task)
+            lesions = load_truth(task)
             for row in group.itertuples():
                 k = int(task.rows.loc[task.rows["image_id"] == row.image_id, "slice_index"].iloc[0])
                 ct = manifest.read_png(task.root / row.image_path)
@@ -509,7 +556,7 @@ def _write_gallery(
                     ct,
                     cleaned[k],
                     labels[k],
-                    None if truth is None else truth.get(row.image_id),
+                    None if lesions is None else lesions.get(row.image_id),
                     title=f"{row.category}  {row.image_id}  score {row.score:.3g}",
                     vmax=vmax,
                 )

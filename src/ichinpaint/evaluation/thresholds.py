@@ -40,6 +40,9 @@ class HealthyValidation:
     splits: np.ndarray
     any_labels: np.ndarray
     series_uids: tuple[str, ...] = field(default=())
+    # The location normaliser fitted on the same series (evaluation.normalize), if any:
+    # pixel values and scores above are already divided by it.
+    normalizer: object = None
 
     def __post_init__(self) -> None:
         splits = np.asarray(self.splits).astype(str)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ichinpaint.io import atomic_dir, write_csv, write_json
 
-STRATEGY_CHOICES = ("repaint", "partial", "onestep")
+STRATEGY_CHOICES = ("repaint", "partial", "onestep", "hu_threshold")
 
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
@@ -59,7 +59,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="onestep",
         choices=STRATEGY_CHOICES,
         help="repaint: DDIM from noise with RePaint resampling (the study); partial: start "
-        "from the original noised to start_fraction of T; onestep: one clean prediction per noise level",
+        "from the original noised to start_fraction of T; onestep: one clean prediction per "
+        "noise level; hu_threshold: no model, the share of each pixel in baseline_hu (baseline)",
+    )
+    parser.add_argument(
+        "--sign",
+        default="absolute",
+        choices=("absolute", "positive"),
+        help="absolute: |real - re-painted|; positive: only where the real slice is brighter "
+        "(blood is hyperdense; cysts, atrophy and old infarcts are not)",
+    )
+    parser.add_argument(
+        "--hu_gate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="multiply the map by the share of native pixels within gate_hu (from the HU volume): "
+        "differences on bone, calcification, CSF or fat count for nothing",
+    )
+    parser.add_argument(
+        "--gate_hu",
+        type=float,
+        nargs=2,
+        default=[35.0, 100.0],
+        metavar=("LOW", "HIGH"),
+        help="HU band that could be blood (subacute 35-50, acute 50-90) for hu_gate",
+    )
+    parser.add_argument(
+        "--baseline_hu",
+        type=float,
+        nargs=2,
+        default=[55.0, 95.0],
+        metavar=("LOW", "HIGH"),
+        help="hu_threshold: the acute-blood HU band whose share per pixel is the map",
     )
     parser.add_argument(
         "--sizes",
@@ -171,13 +202,19 @@ def run(args: argparse.Namespace) -> str:
         combine=args.combine,
         batch_size=args.batch_size,
         seed=args.seed,
+        sign=args.sign,
+        hu_gate=args.hu_gate,
+        gate_band=tuple(args.gate_hu),
+        baseline_band=tuple(args.baseline_hu),
     )
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
     manifest = read_manifest(args.slices, args.splits)
     if manifest.empty:
         raise ValueError(f"{args.slices}: no slices in splits {args.splits}")
-    module, _ = load_inpainter(args.model, device=pick_device(args.device))
+    module = None
+    if strategy.needs_model:
+        module, _ = load_inpainter(args.model, device=pick_device(args.device))
     with atomic_dir(args.out) as tmp:
         result = run_detection(
             manifest,

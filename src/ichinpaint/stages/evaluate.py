@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ichinpaint.evaluation.normalize import MODES as NORMALIZE_MODES
 from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
 from ichinpaint.evaluation.thresholds import MODES
@@ -43,6 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.target_fpr,
         help="fpr mode: fraction of healthy validation slices allowed above the slice threshold",
+    )
+    parser.add_argument(
+        "--normalize",
+        choices=NORMALIZE_MODES,
+        default=d.normalize,
+        help="none | location: divide maps by the healthy spread at each depth from the mask "
+        "edge and slice level, learned on healthy validation series",
     )
     parser.add_argument(
         "--erosion_px",
@@ -115,6 +123,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="synthetic ground truth folder; pixel metrics are skipped where absent",
     )
     parser.add_argument(
+        "--lesion_masks",
+        default="",
+        help="folder of user lesion masks for real data (data.lesion_masks_dir; '' = none): "
+        "<series_uid>.nii.gz, or <name>.nii.gz + <name>.json listing image_ids; see "
+        "docs/real-data.md. Used instead of the synthetic ground truth for pixel metrics",
+    )
+    parser.add_argument(
+        "--rim_px",
+        type=int,
+        default=d.rim_px,
+        help="false positives within this many pixels of the brain mask edge count as 'rim'",
+    )
+    parser.add_argument(
         "--root", type=Path, default=Path("."), help="folder the manifest's paths are relative to"
     )
     parser.add_argument(
@@ -136,6 +157,7 @@ def run(args: argparse.Namespace) -> str:
         threshold_mode=args.threshold_mode,
         percentile=args.percentile,
         target_fpr=args.target_fpr,
+        normalize=args.normalize,
         erosion_px=args.erosion_px,
         median_size=args.median_size,
         min_component_px=args.min_component_px,
@@ -143,6 +165,7 @@ def run(args: argparse.Namespace) -> str:
         reduction=args.reduction,
         n_splits=args.n_splits,
         gallery_per_category=args.gallery_per_category,
+        rim_px=args.rim_px,
         canvas=args.canvas,
         img_size=args.img_size,
         n_jobs=args.n_jobs,
@@ -157,6 +180,7 @@ def run(args: argparse.Namespace) -> str:
         gallery=args.gallery,
         submission=args.submission,
         root=args.root,
+        lesion_masks=Path(args.lesion_masks) if args.lesion_masks else None,
     )
     m = run_evaluation(paths, settings)
 
