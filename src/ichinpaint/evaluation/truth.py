@@ -87,15 +87,15 @@ class LesionMaskDir:
             raise FileNotFoundError(f"{self.root}: lesion_masks_dir is not a directory")
 
     @functools.cached_property
-    def _by_image_id(self) -> dict[str, tuple[Path, list[str]]]:
+    def _by_image_id(self) -> dict[str, tuple[Path, tuple[str, ...]]]:
         """image ID -> (volume, its ordered image IDs), from every ``<name>.json`` beside a volume."""
-        index: dict[str, tuple[Path, list[str]]] = {}
+        index: dict[str, tuple[Path, tuple[str, ...]]] = {}
         for sidecar in sorted(self.root.glob("*.json")):
             volume = sidecar.with_suffix(".nii.gz")
             if not volume.exists():
                 continue
             try:
-                image_ids = [str(i) for i in read_json(sidecar)["image_ids"]]
+                image_ids = tuple(str(i) for i in read_json(sidecar)["image_ids"])
             except (KeyError, TypeError, ValueError) as error:
                 raise ValueError(f"{sidecar}: expected {{'image_ids': [...]}} ({error})") from None
             for image_id in image_ids:

@@ -35,12 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics", default="metrics/reports/filter.json", help="counts to write (flat JSON)"
     )
     parser.add_argument(
-        "--val_fraction", type=float, default=0.15, help="share of healthy patients for validation"
+        "--val_fraction", type=float, default=0.3, help="share of healthy patients for validation"
     )
     parser.add_argument(
         "--test_healthy_fraction",
         type=float,
-        default=0.15,
+        default=0.3,
         help="share of healthy patients held out for test (all hemorrhage patients are test)",
     )
     parser.add_argument(

@@ -19,13 +19,21 @@ from ichinpaint.synthetic import write_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n_patients", type=int, default=24, help="patients (one series each)")
-    parser.add_argument("--n_slices", type=int, default=16, help="5 mm axial slices per series")
+    parser.add_argument("--n_patients", type=int, default=40, help="patients (one series each)")
+    parser.add_argument(
+        "--n_slices", type=int, default=32, help="5 mm axial slices per series (the most)"
+    )
+    parser.add_argument(
+        "--min_slices",
+        type=int,
+        default=20,
+        help="fewest slices; lengths are drawn from min_slices..n_slices (>= n_slices: all equal)",
+    )
     parser.add_argument("--matrix", type=int, default=256, help="image rows and columns (pixels)")
     parser.add_argument(
         "--hemorrhage_fraction",
         type=float,
-        default=0.5,
+        default=0.35,
         help="share of patients with bleeds (each subtype appears before any repeats)",
     )
     parser.add_argument("--seed", type=int, default=0, help="same seed, byte-identical output")
@@ -51,6 +59,7 @@ def run(args: argparse.Namespace) -> str:
             tmp,
             n_patients=args.n_patients,
             n_slices=args.n_slices,
+            min_slices=args.min_slices,
             matrix=args.matrix,
             hemorrhage_fraction=args.hemorrhage_fraction,
             seed=args.seed,

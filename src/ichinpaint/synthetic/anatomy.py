@@ -161,6 +161,11 @@ class Head:
     diploe_hu: float
     scalp_hu: float
     noise_hu: float
+    # Reconstruction kernel: blur (mm, Gaussian sigma) and noise texture (cut-off of the
+    # noise power spectrum, cycles/mm); sharper kernels blur less and make finer noise.
+    psf_mm: float = 0.45
+    noise_cutoff: float = 0.45
+    rim_hu: float = 0.0  # brain next to the inner table is brighter (beam hardening)
 
 
 def random_head(rng: np.random.Generator, table_z: float) -> Head:
@@ -191,6 +196,9 @@ def random_head(rng: np.random.Generator, table_z: float) -> Head:
         diploe_hu=float(rng.uniform(550, 850)),
         scalp_hu=float(rng.uniform(25, 45)),
         noise_hu=float(rng.uniform(3.0, 5.5)),
+        psf_mm=float(rng.uniform(0.35, 0.65)),
+        noise_cutoff=float(rng.uniform(0.3, 0.6)),
+        rim_hu=float(rng.uniform(2.0, 8.0)),
     )
 
 
@@ -316,15 +324,49 @@ def skull_modulation(head: Head, ras: np.ndarray) -> np.ndarray:
     return 1.0 + 0.2 * np.sin(ras @ k + head.warp_phase[-1])
 
 
-def compose_hu(fields: Fields, head: Head, skull_modulation: np.ndarray) -> np.ndarray:
+# Below this template z (mm) the head does not end under the brain: its outline at this
+# level continues downwards (narrowing by BASE_TAPER mm per mm), filled with the face,
+# the skull base and the neck (see mimics.py).
+BASE_Z = -12.0
+BASE_TAPER = 0.25
+# Under this template z the side walls are soft tissue (muscles, parotid), not skull.
+SKULL_WALL_BOTTOM_Z = -42.0
+SOFT_TISSUE_HU = 45.0
+
+
+def compose_hu(
+    fields: Fields,
+    head: Head,
+    skull_modulation: np.ndarray,
+    base_depth: np.ndarray | None = None,
+    z: np.ndarray | None = None,
+) -> np.ndarray:
     """Hounsfield units at the sampled points: brain, CSF, skull tables, diploe, scalp, air.
 
     `skull_modulation` (same shape, around 1) lets the skull be thicker in some places.
+    `base_depth` (the envelope depth sampled at template z = BASE_Z) and `z` (template
+    z) extend the head below the brain: without them the skull closes under the
+    temporal lobes and the face is air.
     """
     tissue = fields.gm * head.gm_hu + fields.wm * head.wm_hu + fields.csf * head.csf_hu
-    # Outside the rim: profile over the normalised distance u through skull and scalp.
     skull = head.skull_mm * skull_modulation
     u = (fields.depth - head.csf_rim_mm) / skull  # 0..1 = skull
+    outer = _outer_profile(u, head, skull)
+    if base_depth is not None and z is not None:
+        below = np.flatnonzero((z < BASE_Z) & (u > 1.0))  # under the brain, past its skull
+        z, skull_b = z.reshape(-1)[below], np.broadcast_to(skull, u.shape).reshape(-1)[below]
+        outline = np.broadcast_to(base_depth, u.shape).reshape(-1)[below] + BASE_TAPER * (
+            BASE_Z - z
+        )
+        u_base = (np.minimum(fields.depth.reshape(-1)[below], outline) - head.csf_rim_mm) / skull_b
+        base = _outer_profile(u_base, head, skull_b)
+        soft = (u_base <= 0.0) | ((u_base <= 1.0) & (z < SKULL_WALL_BOTTOM_Z))
+        outer.reshape(-1)[below] = np.where(soft, SOFT_TISSUE_HU, base)
+    return np.where(fields.depth <= head.csf_rim_mm, tissue, outer).astype(np.float32)
+
+
+def _outer_profile(u: np.ndarray, head: Head, skull: np.ndarray) -> np.ndarray:
+    """HU along the normalised distance u outside the inner table: tables, diploe, scalp, air."""
     scalp_end = 1.0 + head.scalp_mm / skull
     profile_u = [0.0, 0.05, 0.25, 0.4, 0.6, 0.75, 0.95, 1.0, 1.1]
     profile_hu = [
@@ -342,5 +384,4 @@ def compose_hu(fields: Fields, head: Head, skull_modulation: np.ndarray) -> np.n
     in_scalp = u > 1.0
     fat = in_scalp & (u > 1.0 + 0.3 * (scalp_end - 1.0)) & (u < 1.0 + 0.5 * (scalp_end - 1.0))
     outer = np.where(fat, -40.0, outer)
-    outer = np.where(u > scalp_end, -1000.0, outer)
-    return np.where(fields.depth <= head.csf_rim_mm, tissue, outer).astype(np.float32)
+    return np.where(u > scalp_end, -1000.0, outer)

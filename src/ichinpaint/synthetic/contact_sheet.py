@@ -1,7 +1,9 @@
 """A contact sheet of synthetic slices, so a person can judge realism at a glance.
 
-Brain window (center 40, width 80), lesion outlines coloured by subtype, one panel
-per subtype (its largest example) plus healthy slices.
+Brain window (center 40, width 80). First row: one panel per subtype (its largest
+example), lesion outlines coloured by subtype. Then one healthy slice per mimic kind
+(the slice where that structure is largest), its label outlined, so the healthy
+look-alikes can be judged beside the bleeds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from ichinpaint import io
-from ichinpaint.constants import BRAIN_WINDOW_CENTER, BRAIN_WINDOW_WIDTH, SUBTYPE_CODES, SUBTYPES
+from ichinpaint.constants import (
+    BRAIN_WINDOW_CENTER,
+    BRAIN_WINDOW_WIDTH,
+    MIMIC_CODES,
+    MIMIC_KINDS,
+    SUBTYPE_CODES,
+    SUBTYPES,
+)
 
 SUBTYPE_COLOURS = {
     "epidural": "#ff3b30",
@@ -21,6 +30,8 @@ SUBTYPE_COLOURS = {
     "subarachnoid": "#00c7ff",
     "subdural": "#ff2dff",
 }
+MIMIC_COLOUR = "#ff9500"
+N_COLS = 5
 
 
 @dataclass
@@ -28,10 +39,11 @@ class Panel:
     """One candidate slice: its HU image, lesion codes and why it was picked."""
 
     title: str
-    kind: str  # a subtype, or "healthy"
-    area: int  # lesion pixels of `kind` (0 for healthy)
+    kind: str  # a subtype, "healthy", or a mimic kind (MIMIC_KINDS) on a healthy slice
+    area: int  # lesion (or mimic) pixels of `kind` (0 for plain healthy)
     hu: np.ndarray
     codes: np.ndarray
+    mimic: np.ndarray | None = None  # the outlined mimic's pixels (mimic panels)
 
 
 def pick_panels(plan, series, kept: list[int]) -> list[Panel]:
@@ -52,13 +64,31 @@ def pick_panels(plan, series, kept: list[int]) -> list[Panel]:
                 f"healthy ({plan.series_uid}, k={k})", "healthy", 0, series.hu[k], series.lesion[k]
             )
         )
+        panels += _mimic_panels(plan, series, kept)
     return panels
 
 
-def choose(panels: list[Panel], n_healthy: int = 3) -> list[Panel]:
-    """A few healthy slices, then the largest example of each subtype."""
+def _mimic_panels(plan, series, kept: list[int]) -> list[Panel]:
+    """A healthy series' largest example of each mimic kind it shows."""
+    if series.mimic is None:
+        return []
+    panels = []
+    for kind in MIMIC_KINDS:
+        mask = series.mimic[kept] == MIMIC_CODES[kind]
+        areas = mask.sum((1, 2))
+        if areas.max(initial=0) == 0:
+            continue
+        i = int(np.argmax(areas))
+        k = kept[i]
+        title = f"{kind} ({plan.series_uid}, k={k})"
+        panels.append(Panel(title, kind, int(areas[i]), series.hu[k], series.lesion[k], mask[i]))
+    return panels
+
+
+def choose(panels: list[Panel], n_healthy: int = 0) -> list[Panel]:
+    """The largest example of each subtype, then of each mimic kind (healthy slices)."""
     chosen = [p for p in panels if p.kind == "healthy"][:n_healthy]
-    for kind in SUBTYPES:
+    for kind in SUBTYPES + MIMIC_KINDS:
         examples = [p for p in panels if p.kind == kind]
         if examples:
             chosen.append(max(examples, key=lambda p: p.area))
@@ -74,16 +104,21 @@ def write(path: Path, panels: list[Panel]) -> None:
     from matplotlib.patches import Patch
 
     chosen = choose(panels)
-    n_cols = 4
-    n_rows = max(1, -(-len(chosen) // n_cols))
+    bleeds = [p for p in chosen if p.kind in SUBTYPES]
+    others = [p for p in chosen if p.kind not in SUBTYPES]
+    # Bleeds fill the first row(s), mimics start on a row of their own.
+    slots = bleeds + [None] * (-len(bleeds) % N_COLS) + others
+    n_rows = max(1, -(-len(slots) // N_COLS))
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(3.6 * n_cols, 4.0 * n_rows + 0.8), squeeze=False
+        n_rows, N_COLS, figsize=(3.2 * N_COLS, 3.5 * n_rows + 0.8), squeeze=False
     )
     low = BRAIN_WINDOW_CENTER - BRAIN_WINDOW_WIDTH / 2
     high = BRAIN_WINDOW_CENTER + BRAIN_WINDOW_WIDTH / 2
     for ax in axes.flat:
         ax.axis("off")
-    for ax, panel in zip(axes.flat, chosen, strict=False):
+    for ax, panel in zip(axes.flat, slots, strict=False):
+        if panel is None:
+            continue
         ax.imshow(panel.hu, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
         for kind in SUBTYPES:
             mask = panel.codes == SUBTYPE_CODES[kind]
@@ -91,11 +126,19 @@ def write(path: Path, panels: list[Panel]) -> None:
                 ax.contour(
                     mask.astype(float), levels=[0.5], colors=[SUBTYPE_COLOURS[kind]], linewidths=1.0
                 )
+        if panel.mimic is not None and panel.mimic.any():
+            ax.contour(
+                panel.mimic.astype(float), levels=[0.5], colors=[MIMIC_COLOUR], linewidths=0.6
+            )
         ax.set_title(panel.title, fontsize=8, pad=3)
     handles = [Patch(edgecolor=c, facecolor="none", label=k) for k, c in SUBTYPE_COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, fontsize=10)
-    fig.suptitle("Synthetic head CT, brain window (40/80 HU), lesion outlines by subtype")
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.08, wspace=0.04, hspace=0.12)
+    handles.append(Patch(edgecolor=MIMIC_COLOUR, facecolor="none", label="healthy mimic (title)"))
+    fig.legend(handles=handles, loc="lower center", ncol=6, frameon=False, fontsize=10)
+    fig.suptitle(
+        "Synthetic head CT, brain window (40/80 HU): bleeds by subtype (first row), "
+        "healthy look-alikes (mimics, below)"
+    )
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.93, bottom=0.06, wspace=0.04, hspace=0.12)
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, metadata={"Software": None})
     plt.close(fig)

@@ -2,7 +2,7 @@
 
 Layout (docs/architecture.md, "Raw"):
 ``stage_2_train/ID_<hex>.dcm``, ``stage_2_train.csv``, ``ground_truth/<series>/``
-(``lesion.nii.gz``, ``brain.nii.gz``, ``ids.json``), ``ground_truth/series.csv``,
+(``lesion.nii.gz``, ``brain.nii.gz``, ``mimic.nii.gz``, ``ids.json``), ``ground_truth/series.csv``,
 ``ground_truth/quirks.csv`` and ``contact_sheet.png``.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ichinpaint import io, volume
-from ichinpaint.constants import LABELS, SUBTYPE_CODES, SUBTYPES
+from ichinpaint.constants import LABELS, MIMIC_KINDS, SUBTYPE_CODES, SUBTYPES
 
 from . import anatomy, contact_sheet, dicom, render
 from .plan import QUIRKS, DatasetPlan, SeriesPlan, plan_dataset
@@ -31,6 +31,7 @@ class SeriesResult:
     labels: dict[str, list[int]]  # image_id -> six labels (LABELS order)
     n_ground_truth: int
     subtypes: list[str]
+    mimics: list[str]  # mimic kinds labelled somewhere in the ground truth
     panels: list[contact_sheet.Panel]
 
 
@@ -45,6 +46,7 @@ def write_dataset(
     quirks: bool | None = None,
     n_jobs: int = 1,
     sheet: bool = True,
+    min_slices: int | None = None,
 ) -> dict[str, int]:
     """Write the dataset into `out_dir` (created; existing files are overwritten).
 
@@ -53,7 +55,9 @@ def write_dataset(
     counts: patients, images (files), csv_rows, hemorrhage_series, and per quirk.
     """
     out = Path(out_dir)
-    plan = plan_dataset(n_patients, n_slices, matrix, hemorrhage_fraction, seed, quirks)
+    plan = plan_dataset(
+        n_patients, n_slices, matrix, hemorrhage_fraction, seed, quirks, min_slices=min_slices
+    )
     (out / "stage_2_train").mkdir(parents=True, exist_ok=True)
     anatomy.load_template()  # fail early (in this process) if the templates are missing
     results = io.parallel_map(
@@ -86,6 +90,7 @@ def render_plan(plan: SeriesPlan) -> render.RenderedSeries:
         plan.cols,
         plan.lesion_kinds,
         tilt_deg=plan.tilt_deg,
+        mimic_kinds=plan.mimic_kinds,
     )
 
 
@@ -110,8 +115,10 @@ class _SeriesWriter:
             {s for k in kept for s in SUBTYPES if labels[plan.image_ids[k]][SUBTYPES.index(s)]},
             key=SUBTYPES.index,
         )
+        codes = np.unique(series.mimic[kept]) if kept else np.zeros(0, int)
+        mimics = [MIMIC_KINDS[c - 1] for c in codes if c > 0]
         return SeriesResult(
-            plan, labels, len(kept), present, contact_sheet.pick_panels(plan, series, kept)
+            plan, labels, len(kept), present, mimics, contact_sheet.pick_panels(plan, series, kept)
         )
 
 
@@ -160,7 +167,7 @@ def _write_ground_truth(
     geom = series.geometry
     ipps = geom.ipps[kept]
     affine = volume.affine_ras(ipps[0], geom.iop, geom.pixel_spacing, volume.mean_slice_step(ipps))
-    for name, data in (("lesion", series.lesion), ("brain", series.brain)):
+    for name, data in (("lesion", series.lesion), ("brain", series.brain), ("mimic", series.mimic)):
         img = nib.Nifti1Image(volume.stack_slices([data[k] for k in kept]).astype(np.uint8), affine)
         img.header.set_xyzt_units("mm")
         with io.atomic_path(folder / f"{name}.nii.gz") as tmp:
@@ -198,6 +205,8 @@ def _write_series_table(path: Path, results: list[SeriesResult]) -> None:
             "subtypes": ";".join(r.subtypes),
             "n_files": r.plan.n_slices,
             "study_uid": r.plan.study_uid,
+            "age": r.plan.age,
+            "mimics": ";".join(r.mimics),
         }
         for r in results
     ]

@@ -13,6 +13,8 @@ import numpy as np
 
 from ichinpaint.constants import SUBTYPES
 
+from .mimics import OPTIONAL_MIMICS, prevalence
+
 # The quirks of the real RSNA data that the synthetic set reproduces (docs/synthetic-data.md).
 QUIRKS: dict[str, str] = {
     "multivalue_window": "WindowCenter/WindowWidth are MultiValue (two equal values): read the first",
@@ -41,6 +43,8 @@ class SeriesPlan:
     rows: int
     cols: int
     lesion_kinds: list[str]
+    mimic_kinds: list[str] = field(default_factory=list)  # optional mimics (mimics.OPTIONAL_MIMICS)
+    age: float = 60.0
     encoding: str = "signed16"
     fov_padding: bool = False
     window: tuple[float, float] = (40.0, 80.0)
@@ -82,13 +86,25 @@ def plan_dataset(
     hemorrhage_fraction: float,
     seed: int,
     quirks: bool | None = None,
+    min_slices: int | None = None,
 ) -> DatasetPlan:
-    """One series per patient; quirks are on by default when there are at least 4 patients."""
+    """One series per patient; quirks are on by default when there are at least 4 patients.
+
+    Series have `n_slices` slices, or, with `min_slices`, a length drawn uniformly from
+    min_slices..n_slices (real series differ in length); a `min_slices` above `n_slices`
+    means every series has `n_slices` (a short test set with the stage's defaults).
+    """
     _check_sizes(n_patients, n_slices, matrix, hemorrhage_fraction)
+    low = n_slices if min_slices is None else min(min_slices, n_slices)
+    if low < 1:
+        raise ValueError(f"min_slices must be at least 1, got {min_slices}")
     rng = np.random.default_rng(seed)
     ids = _HexIds(rng)
     seeds = np.random.SeedSequence(seed).spawn(n_patients)
     kinds = _lesion_kinds(rng, n_patients, hemorrhage_fraction)
+    lengths = rng.integers(low, n_slices + 1, size=n_patients)
+    ages = rng.uniform(20, 90, size=n_patients)
+    mimic_kinds = _mimic_kinds(rng, ages, [not k for k in kinds])
     series = []
     for i in range(n_patients):
         encoding = "unsigned12" if rng.random() < 0.25 else "signed16"
@@ -97,11 +113,13 @@ def plan_dataset(
                 patient_id=ids.new(8),
                 study_uid=ids.new(10),
                 series_uid=ids.new(10),
-                image_ids=[ids.new(9) for _ in range(n_slices)],
+                image_ids=[ids.new(9) for _ in range(int(lengths[i]))],
                 seed=seeds[i],
                 rows=matrix,
                 cols=matrix,
                 lesion_kinds=kinds[i],
+                mimic_kinds=mimic_kinds[i],
+                age=float(np.round(ages[i], 1)),
                 encoding=encoding,
                 fov_padding=encoding == "signed16" and rng.random() < 0.5,
                 window=(float(rng.choice([30.0, 36.0, 40.0])), 80.0),
@@ -133,6 +151,28 @@ def _lesion_kinds(rng: np.random.Generator, n_patients: int, fraction: float) ->
         n_extra = int(rng.choice([0, 0, 1, 2]))
         kinds[patient] = [first] + [str(k) for k in extra[:n_extra]]
     return kinds
+
+
+# Healthy patients that carry each optional mimic at least (when there are that many):
+# rare ones would otherwise be missing from a benchmark of a few dozen series.
+MIN_HEALTHY_CARRIERS = 2
+
+
+def _mimic_kinds(
+    rng: np.random.Generator, ages: np.ndarray, healthy: list[bool]
+) -> list[list[str]]:
+    """Optional mimics per patient: drawn by prevalence for the age, then topped up."""
+    chosen = [
+        [k for k in OPTIONAL_MIMICS if rng.random() < prevalence(k, float(age))] for age in ages
+    ]
+    pool = [i for i, h in enumerate(healthy) if h]
+    for kind in OPTIONAL_MIMICS:
+        carriers = [i for i in pool if kind in chosen[i]]
+        others = [i for i in pool if kind not in chosen[i]]
+        missing = min(MIN_HEALTHY_CARRIERS, len(pool)) - len(carriers)
+        for i in rng.permutation(others)[: max(missing, 0)]:
+            chosen[int(i)].append(kind)
+    return [sorted(c, key=OPTIONAL_MIMICS.index) for c in chosen]
 
 
 def _assign_quirks(rng: np.random.Generator, series: list[SeriesPlan], matrix: int) -> list[str]:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ichinpaint.constants import SUBTYPE_CODES
+from ichinpaint.constants import MIMIC_CODES, MIMIC_KINDS, SUBTYPE_CODES
 
 from . import anatomy, geometry, lesions
+from . import mimics as mimics_mod
 from .anatomy import HEAD_CENTRE_MNI, Head, Template
 from .geometry import SUBPLANES, SeriesGeometry
 
@@ -27,7 +28,7 @@ SEED_STRIDE = 8
 
 @dataclass
 class RenderedSeries:
-    """A series in slice order k: HU (float32), lesion codes and intracranial mask (uint8)."""
+    """A series in slice order k: HU (float32), lesion, mimic and intracranial masks (uint8)."""
 
     geometry: SeriesGeometry
     hu: np.ndarray  # (n, rows, cols)
@@ -35,13 +36,33 @@ class RenderedSeries:
     brain: np.ndarray  # (n, rows, cols), 0/1
     lesions: list[lesions.Lesion]
     head: Head
+    mimic: np.ndarray | None = None  # (n, rows, cols), 0 none, MIMIC_CODES
+    mimics: mimics_mod.PatientMimics | None = None
 
 
-def stack_centre_mni_z(n_slices: int) -> float:
-    """Centre the stack on the supratentorial brain; long stacks stop near the vertex."""
-    half = n_slices * geometry.SLAB_MM / 2
-    top = min(20.0 + half, 100.0)
-    return top - half
+# A mimic labels a pixel when it fills this share of the slab (2 of 5 sub-planes); thin
+# dural sheets need only one sub-plane (an oblique 1-mm sheet fills no more of a 5-mm
+# slab). Skull base: intracranial space and bone each fill at least SKULL_BASE_SHARE.
+MIMIC_FRACTION = 0.4
+SHEET_FRACTION = 0.2
+SKULL_BASE_SHARE = 0.2
+SKULL_BASE_MAX_Z = 0.0  # template z (mm): above it mixed bone is the vault, not the base
+BONE_HU = 300.0
+STREAK_LABEL_HU = 6.0  # beam-hardening labels where the streaks move HU at least this much
+SHEETS = ("falx", "tentorium")
+# Template z (mm) below which a stack does not reach (about the atlas): a long stack of
+# a small head then ends above the vertex, as real series with a slice of air do.
+LOWEST_MNI_Z = -72.0
+
+
+def stack_top_mni_z(n_slices: int, scale_z: float, vertex_z: float) -> float:
+    """Template z of the top of the stack.
+
+    Short stacks (the tiny test sets) are centred on the supratentorial brain; long ones
+    (20-40 slices, as real series) end at the vertex and reach down to the skull base.
+    """
+    half = n_slices * geometry.SLAB_MM / 2 / scale_z
+    return max(min(20.0 + half, vertex_z), LOWEST_MNI_Z + 2 * half)
 
 
 def render_series(
@@ -52,11 +73,16 @@ def render_series(
     cols: int,
     lesion_kinds: list[str],
     tilt_deg: float = 0.0,
+    mimic_kinds: list[str] | None = None,
 ) -> RenderedSeries:
-    """Draw a head, place the requested bleeds (where anatomy allows) and slice it."""
+    """Draw a head and its mimics, place the requested bleeds (where anatomy allows), slice it."""
     table_z = float(rng.uniform(-150, 150))
     head = anatomy.random_head(rng, table_z)
-    centre_z = table_z + (stack_centre_mni_z(n_slices) - HEAD_CENTRE_MNI[2]) * head.scale[2]
+    m = mimics_mod.random_mimics(rng, list(mimic_kinds or []), head.csf_hu)
+    vertex_z = float(rng.uniform(80, 94))
+    top = stack_top_mni_z(n_slices, head.scale[2], vertex_z)
+    half = n_slices * geometry.SLAB_MM / 2
+    centre_z = table_z + (top - HEAD_CENTRE_MNI[2]) * head.scale[2] - half
     geom = geometry.axial_geometry(
         rng,
         n_slices,
@@ -71,56 +97,158 @@ def render_series(
     hu = np.empty(shape, np.float32)
     codes = np.zeros(shape, np.uint8)
     brain = np.zeros(shape, np.uint8)
+    mimic = np.zeros(shape, np.uint8)
+    spacing = float(np.mean(geom.pixel_spacing))
     for k in range(n_slices):
-        hu[k], codes[k], brain[k] = _render_slice(template, head, geom, k, placed)
-        hu[k] += _noise(rng, (rows, cols), head.noise_hu)
-    return RenderedSeries(geom, hu, codes, brain, placed, head)
+        slab = _render_slice(template, head, m, geom, k, placed)
+        hu[k], codes[k], brain[k], mimic[k] = slab
+        hu[k] = ndimage.gaussian_filter(hu[k], head.psf_mm / spacing)
+        if slab.streaks is not None:
+            hu[k] += slab.streaks
+        hu[k] += _noise(rng, (rows, cols), head.noise_hu, head.noise_cutoff * spacing)
+    return RenderedSeries(geom, hu, codes, brain, placed, head, mimic, m)
 
 
 def _template_points(
     template: Template, head: Head, geom: SeriesGeometry, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Template RAS (SUBPLANES, rows, cols, 3), envelope depth and skull-thickness factor
-    of slice k's sub-plane pixels.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, mimics_mod.PointIndex]:
+    """Template RAS (SUBPLANES, rows, cols, 3), envelope depth, skull-thickness factor and
+    the depth of the head outline below the brain (anatomy.BASE_Z) of slice k's pixels,
+    and an index that finds the points near a template-space box.
 
-    All three are smooth, so they are computed on a coarse grid and upsampled bilinearly.
+    All are smooth, so they are computed on a coarse grid and upsampled bilinearly. Over
+    the 5 mm of a slab the template coordinates are linear to well under 0.1 mm (the
+    deformation's wavelengths are 60 mm and more), so only the outer sub-planes are
+    upsampled and the inner ones interpolated; depth is upsampled per sub-plane (the
+    skull at the vertex is cut obliquely, and that is what depth draws).
     """
     coarse = anatomy.template_coordinates(head, geom.points(k, stride=COARSE_STRIDE))
     depth = anatomy.sample_depth(template, coarse)
-    modulation = anatomy.skull_modulation(head, coarse)
-    stacked = np.concatenate([np.moveaxis(coarse, -1, 0), depth[None], modulation[None]])
+    middle = coarse[SUBPLANES // 2]
+    modulation = anatomy.skull_modulation(head, middle)
+    capped = middle.copy()
+    capped[..., 2] = np.maximum(capped[..., 2], anatomy.BASE_Z)
+    base_depth = anatomy.sample_depth(template, capped)
+    ends = np.moveaxis(coarse[[0, -1]], -1, 1).reshape(-1, *coarse.shape[1:3])  # (6, r', c')
+    stacked = np.concatenate([ends, depth, modulation[None], base_depth[None]])
     full = geometry.upsample(stacked.astype(np.float32), geom.rows, geom.cols)
-    return np.moveaxis(full[:3], 0, -1), full[3], full[4]
+    first, last = np.moveaxis(full[:3], 0, -1), np.moveaxis(full[3:6], 0, -1)
+    t = np.linspace(0.0, 1.0, SUBPLANES, dtype=np.float32)[:, None, None, None]
+    ras = first[None] + t * (last - first)[None]
+    n = 6 + SUBPLANES
+    index = mimics_mod.PointIndex(
+        coarse, geom.rows, geom.cols, COARSE_STRIDE * max(geom.pixel_spacing) / head.scale.min()
+    )
+    return ras, full[6:n], full[n], full[n + 1], index
+
+
+@dataclass
+class Slab:
+    """One rendered slice before blur and noise."""
+
+    hu: np.ndarray
+    codes: np.ndarray
+    brain: np.ndarray
+    mimic: np.ndarray
+    streaks: np.ndarray | None
+
+    def __iter__(self):
+        return iter((self.hu, self.codes, self.brain, self.mimic))
 
 
 def _render_slice(
-    template: Template, head: Head, geom: SeriesGeometry, k: int, placed: list[lesions.Lesion]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ras, depth, modulation = _template_points(template, head, geom, k)
+    template: Template,
+    head: Head,
+    m: mimics_mod.PatientMimics,
+    geom: SeriesGeometry,
+    k: int,
+    placed: list[lesions.Lesion],
+) -> Slab:
+    ras, depth, modulation, base_depth, index = _template_points(template, head, geom, k)
     nearby = [x for x in placed if x.near_plane(geom.ipps[k], geom.normal, geometry.SLAB_MM)]
     need_ventricles = any(x.kind in lesions.USES_VENTRICLES for x in nearby)
     fields = anatomy.sample_fields(template, head, ras, depth, ventricles=need_ventricles)
-    hu = anatomy.compose_hu(fields, head, modulation)
+    hu = anatomy.compose_hu(fields, head, modulation, base_depth, ras[..., 2])
+    flat_hu, flat_ras = hu.reshape(-1), ras.reshape(-1, 3)
+    inside_mm = head.csf_rim_mm - fields.depth.reshape(-1)
+    intracranial = inside_mm >= 0
+    flat_hu += np.where(intracranial, head.rim_hu * np.exp(-np.maximum(inside_mm, 0) / 2.0), 0)
+    pixel_mm = float(np.mean(geom.pixel_spacing)) / float(np.mean(head.scale))
+    tissue = (fields.gm + fields.wm).reshape(-1)
+    kind = mimics_mod.paint_intracranial(
+        m, flat_hu, flat_ras, index, inside_mm, tissue, 0.55 * pixel_mm
+    )
+    intrusion, petrous = mimics_mod.paint_skull_base(m, flat_hu, flat_ras, index, intracranial)
+    kind[intrusion] = 0
     if nearby:
         hu, masks = lesions.paint(nearby, hu, geom.points(k), fields, head)
     else:
         masks = {}
-    codes = np.zeros((geom.rows, geom.cols), np.uint8)
-    best = np.full((geom.rows, geom.cols), LESION_FRACTION - 1e-6, np.float32)
+    planes = (SUBPLANES, geom.rows, geom.cols)
+    codes = _lesion_codes(masks, (geom.rows, geom.cols))
+    kind = kind.reshape(planes)
+    for mask in masks.values():
+        kind[mask] = 0  # a bleed painted over a mimic: lesion wins
+    space = (intracranial & ~intrusion).reshape(planes).mean(0)
+    brain = space >= 0.5
+    mimic = _mimic_codes(kind)
+    bone = (hu >= BONE_HU).mean(0)
+    lower = ras[..., 2].mean(0) < SKULL_BASE_MAX_Z
+    base = lower & (space >= SKULL_BASE_SHARE) & (bone >= SKULL_BASE_SHARE)
+    mimic[base & (mimic == 0)] = MIMIC_CODES["skull_base"]
+    spacing = float(np.mean(geom.pixel_spacing))
+    streaks = mimics_mod.streaks(m, petrous.reshape(planes).mean(0), spacing)
+    if streaks is not None:
+        streaky = (np.abs(streaks) >= STREAK_LABEL_HU) & brain & (mimic == 0)
+        mimic[streaky] = MIMIC_CODES["beam_hardening"]
+    mimic[codes > 0] = 0
+    return Slab(hu.mean(0), codes, brain.astype(np.uint8), mimic, streaks)
+
+
+def _lesion_codes(masks: dict[str, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Subtype code per pixel: the bleed that fills the largest share of the slab (>= LESION_FRACTION)."""
+    codes = np.zeros(shape, np.uint8)
+    best = np.full(shape, LESION_FRACTION - 1e-6, np.float32)
     for kind in masks:
         fraction = masks[kind].mean(0)
         better = fraction > best
         codes[better] = SUBTYPE_CODES[kind]
         best = np.maximum(best, fraction)
-    intracranial = (fields.depth <= head.csf_rim_mm).mean(0) >= 0.5
-    return hu.mean(0), codes, intracranial.astype(np.uint8)
+    return codes
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Slightly correlated Gaussian noise of standard deviation `sigma` HU, like CT quantum noise."""
+def _mimic_codes(kind: np.ndarray) -> np.ndarray:
+    """Mimic code per pixel from the per-sub-plane codes (rule: MIMIC_FRACTION, SHEET_FRACTION)."""
+    out = np.zeros(kind.shape[1:], np.uint8)
+    best = np.zeros(kind.shape[1:], np.float32)
+    for code in np.unique(kind):
+        if code == 0:
+            continue
+        share = (kind == code).mean(0)
+        name = MIMIC_KINDS[code - 1]
+        need = SHEET_FRACTION if name in SHEETS else MIMIC_FRACTION
+        better = (share >= need - 1e-6) & (share > best)
+        out[better] = code
+        best = np.maximum(best, np.where(better, share, best))
+    return out
+
+
+def _noise(
+    rng: np.random.Generator, shape: tuple[int, int], sigma: float, cutoff: float
+) -> np.ndarray:
+    """CT quantum noise of standard deviation `sigma` HU with a filtered-backprojection texture.
+
+    White noise shaped by a ramp times an apodising window in frequency (the noise power
+    spectrum of FBP rises with frequency, then the kernel rolls it off at `cutoff`
+    cycles/pixel): grainy but correlated, not white, like real CT noise.
+    """
     white = rng.standard_normal(shape).astype(np.float32)
-    smooth = ndimage.gaussian_filter(white, 0.7)
-    return smooth * (sigma / max(float(smooth.std()), 1e-6))
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    f = np.sqrt(fx**2 + fy**2)
+    window = np.where(f < cutoff, 0.5 * (1 + np.cos(np.pi * np.minimum(f / cutoff, 1.0))), 0.0)
+    shaped = np.fft.irfft2(np.fft.rfft2(white) * np.sqrt(f) * window, s=shape).astype(np.float32)
+    return shaped * (sigma / max(float(shaped.std()), 1e-6))
 
 
 def _place_lesions(
