@@ -34,7 +34,7 @@ def test_filter_writes_report_and_headline(tmp_path):
     from ichinpaint.synthetic import write_dataset
 
     raw = tmp_path / "raw"
-    write_dataset(raw, n_patients=4, n_slices=4, matrix=64, seed=0, sheet=False)
+    write_dataset(raw, n_patients=8, n_slices=4, matrix=64, seed=0, sheet=False)
     argv = ["filter", "--raw_dir", str(raw), "--out", str(tmp_path / "slices.csv")]
     argv += ["--metrics", str(tmp_path / "report.json"), "--headline", str(tmp_path / "f.json")]
     assert cli.main([*argv, "--n_jobs", "1"]) == 0

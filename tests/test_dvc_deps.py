@@ -4,7 +4,7 @@ For every stage `ichinpaint <name>`, the project modules that `cli.py` and
 `stages/<name>.py` import, transitively (imports inside functions included), must be
 listed in the stage's deps, themselves or through a folder above them; so must every
 input path of its command. And every ``src/`` dep must be needed: a dep that no import
-reaches is stale. The second half of the file removes deps from a copy of dvc.yaml
+reaches is stale, and none is listed twice. The second half of the file removes deps from a copy of dvc.yaml
 and checks that the checker notices.
 """
 
@@ -156,6 +156,7 @@ def dep_problems(stages: dict) -> dict[str, list[str]]:
         found += [
             f"missing input {p}" for p in input_paths(stage) if not any(covers(d, p) for d in deps)
         ]
+        found += [f"listed twice {d}" for d in sorted({d for d in deps if deps.count(d) > 1})]
         found += [
             f"not needed {d}"
             for d in deps
@@ -198,7 +199,10 @@ def test_removing_any_dep_is_noticed(stages):
             assert any("missing" in p for p in problems[name])
 
 
-def test_a_stale_dep_is_noticed(stages):
+def test_a_stale_or_repeated_dep_is_noticed(stages):
     changed = copy.deepcopy(stages)
     changed["filter"]["deps"].append("src/ichinpaint/training")
     assert dep_problems(changed) == {"filter": ["not needed src/ichinpaint/training"]}
+    changed = copy.deepcopy(stages)
+    changed["mask"]["deps"].append("src/ichinpaint/io.py")
+    assert dep_problems(changed) == {"mask": ["listed twice src/ichinpaint/io.py"]}
