@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser repro test test-fast bench app lint clean
+.PHONY: setup browser repro test test-fast bench app lint review clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,8 @@ browser:
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-test: setup browser
+# Lint first: CI runs this target, so style is enforced where tests are.
+test: setup browser lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 --durations=15
 
 test-fast: setup
@@ -43,6 +44,15 @@ app: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+# Params and headline metrics against a base revision, as Markdown for a pull request:
+#   make review BASE=main
+BASE ?= main
+review: setup
+	@echo "### Params (\`dvc params diff $(BASE) --md\`)"; echo
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc params diff $(BASE) --md
+	@echo; echo "### Metrics (\`dvc metrics diff $(BASE) --md\`)"; echo
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics diff $(BASE) --md
 
 clean:
 	rm -rf $(VENV)

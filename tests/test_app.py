@@ -122,9 +122,9 @@ def write_output_set(root: Path) -> Path:
     nib.save(nib.Nifti1Image(stack_slices(lesion), np.eye(4)), truth_dir / "lesion.nii.gz")
     ids = [r["image_id"] for r in rows if r["series_uid"] == BLEED]
     (truth_dir / "ids.json").write_text(json.dumps({"image_ids": ids}))
-    (root / "metrics").mkdir()
-    (root / "metrics/detect.json").write_text(json.dumps({"seconds_per_series": 1.0}))
-    (root / "metrics/detection.json").write_text(
+    (root / "metrics/reports").mkdir(parents=True)
+    (root / "metrics/reports/detect.json").write_text(json.dumps({"seconds_per_series": 1.0}))
+    (root / "metrics/reports/detection.json").write_text(
         json.dumps({"threshold_mode": "percentile", "pixel_threshold": 0.05})
     )
     return root
@@ -338,7 +338,7 @@ def test_evaluate_with_saved_params_reproduces_the_page(outputs, monkeypatch):
     evaluate = read_params(outputs / "params.yaml")["evaluate"]
     options = ["--canvas", "32", "--img_size", "32", "--ground_truth", "data/raw/ground_truth"]
     assert cli.main(["evaluate", *dvc_options(evaluate), *options, "--n_jobs", "1"]) == 0
-    result = json.loads((outputs / "metrics/detection.json").read_text())
+    result = json.loads((outputs / "metrics/reports/detection.json").read_text())
     assert result["pixel_threshold"] == pytest.approx(in_force, abs=5e-5)  # shown to 4 decimals
     assert result["fp_components_per_healthy_series"] == on_screen == 1  # the one healthy series
 

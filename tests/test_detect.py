@@ -24,7 +24,7 @@ from ichinpaint.detection.runner import (
 )
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
 from ichinpaint.detection.strategies import Strategy
-from ichinpaint.export import MANIFEST_COLUMNS
+from ichinpaint.manifest import COLUMNS as MANIFEST_COLUMNS
 from ichinpaint.scores import SCORE_NAMES, slice_scores
 
 IMG = 16

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,14 +48,14 @@ EXPECTED_KEYS = [
 ]
 
 
-def _run(cmd: list[str], cwd: Path) -> str:
+def _run(cmd: list[str], cwd: Path, *, with_log: bool = False) -> str:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
         )
-    return proc.stdout
+    return proc.stdout + proc.stderr if with_log else proc.stdout
 
 
 def _tiny_params() -> dict:
@@ -89,9 +90,9 @@ def pipeline(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_repro_writes_detection_metrics_in_range(pipeline: Path):
-    metrics = json.loads((pipeline / "metrics" / "detection.json").read_text())
+    metrics = json.loads((pipeline / "metrics" / "reports" / "detection.json").read_text())
     missing = [k for k in EXPECTED_KEYS if k not in metrics]
-    assert not missing, f"metrics/detection.json lacks {missing}"
+    assert not missing, f"metrics/reports/detection.json lacks {missing}"
     for key in (
         "slice_auroc",
         "slice_ap",
@@ -131,8 +132,10 @@ def test_every_stage_left_its_outputs_and_status_is_clean(pipeline: Path):
         "metrics/detect.json",
     ):
         assert (pipeline / path).exists(), path
-    filter_metrics = json.loads((pipeline / "metrics" / "filter.json").read_text())
+    filter_metrics = json.loads((pipeline / "metrics" / "reports" / "filter.json").read_text())
     assert filter_metrics["images_total"] == filter_metrics["kept"] + filter_metrics["excluded"]
+    headline = json.loads((pipeline / "metrics" / "filter.json").read_text())
+    assert headline == {"images": filter_metrics["kept"], "excluded": filter_metrics["excluded"]}
     status = _run([str(BIN / "dvc"), "status", "--json"], pipeline)
     assert json.loads(status) == {}, status
 
@@ -141,8 +144,21 @@ def test_every_stage_left_its_outputs_and_status_is_clean(pipeline: Path):
 def test_an_experiment_changes_the_metrics_dvc_compares(pipeline: Path):
     _run(["git", "add", "-A"], pipeline)
     _run(["git", "commit", "-qm", "baseline"], pipeline)
-    _run([str(BIN / "dvc"), "exp", "run", "-S", "evaluate.percentile=90"], pipeline)
+    log = _run(
+        [str(BIN / "dvc"), "exp", "run", "-S", "evaluate.percentile=90"], pipeline, with_log=True
+    )
+    assert re.findall(r"Running stage '(\w+)'", log) == ["evaluate"], log
     diff = json.loads(_run([str(BIN / "dvc"), "params", "diff", "--json"], pipeline))
     assert diff["params.yaml"]["evaluate.percentile"]["new"] == 90
     metrics_diff = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", "--json"], pipeline))
     assert "metrics/detection.json" in metrics_diff
+
+
+@pytest.mark.slow
+def test_metrics_show_fits_a_terminal(pipeline: Path):
+    """Headlines only: one short row per stage, not a column per series or count."""
+    table = _run([str(BIN / "dvc"), "metrics", "show"], pipeline)
+    assert max(len(line) for line in table.splitlines()) <= 120, table
+    shown = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], pipeline))
+    for path, values in shown[""]["data"].items():
+        assert len(values["data"]) <= 4, (path, values)

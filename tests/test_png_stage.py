@@ -15,7 +15,7 @@ from test_mask_stage import write_nifti
 
 from ichinpaint import cli, volume
 from ichinpaint.constants import LABELS
-from ichinpaint.export import MANIFEST_COLUMNS
+from ichinpaint.manifest import COLUMNS as MANIFEST_COLUMNS
 from ichinpaint.windowing import brain_window, to_model_grid
 
 CANVAS, IMG_SIZE = 128, 32

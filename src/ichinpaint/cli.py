@@ -7,7 +7,10 @@ dvc.yaml calls these sub-commands with the stage's params unpacked as options
 Each module in ``ichinpaint.stages`` provides:
 - a module docstring (the sub-command's description),
 - ``add_arguments(parser)``: its options, with defaults and help,
-- ``run(args) -> str``: does the work and returns a one-line summary.
+- ``run(args) -> str``: does the work and returns a one-line summary;
+- optionally ``HEADLINE``: {headline name: key of its ``--metrics`` JSON}. Such a
+  stage also takes ``--headline PATH``: after the run, those few values of the
+  ``--metrics`` report are written there (the file dvc.yaml lists as metrics).
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ def build_parser(names: list[str] | None = None) -> argparse.ArgumentParser:
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
         module.add_arguments(p)
+        if hasattr(module, "HEADLINE"):
+            p.add_argument(
+                "--headline",
+                default="",
+                help="also write the headline values "
+                f"({', '.join(module.HEADLINE)}) of --metrics to this JSON, for `dvc metrics`",
+            )
     return parser
 
 
@@ -65,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(wanted)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    summary = _load(args.command).run(args)
+    module = _load(args.command)
+    summary = module.run(args)
+    if getattr(args, "headline", ""):
+        from ichinpaint.io import write_headline
+
+        write_headline(args.metrics, args.headline, module.HEADLINE)
     elapsed = time.perf_counter() - start
     print(f"[{args.command}] {summary} ({elapsed:.1f} s)")
     return 0

@@ -45,7 +45,7 @@ CORRUPT_PIXEL_DATA = "corrupt_pixel_data"
 UNREADABLE_HEADER = "unreadable_header"
 INCOMPLETE_HEADER = "incomplete_header"
 
-# Why a series is not stacked (metrics/nifti.json, nifti/series.csv).
+# Why a series is not stacked (metrics/reports/nifti.json, nifti/series.csv).
 REFUSAL_REASONS = (
     "single_slice",
     "mixed_matrix",

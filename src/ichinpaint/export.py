@@ -1,9 +1,10 @@
-"""Brain-window PNG export of HU volumes on the model grid, and the slice manifest.
+"""Brain-window PNG export of HU volumes on the model grid, and the slice manifest's rows.
 
 Slice k of a volume becomes <out>/png/<series_uid>/<image_id>.png (8-bit brain window,
 padded/cropped to `canvas`, area-resized to `img_size`) and <image_id>_mask.png
 (0/255, nearest). All slices are exported so that the neighbours above/below always
-exist; the mid-range filter only marks slices `use = False` in the manifest.
+exist; the mid-range filter only marks slices `use = False` in the manifest, whose
+format `ichinpaint.manifest` owns.
 """
 
 from __future__ import annotations
@@ -18,28 +19,9 @@ from PIL import Image
 from ichinpaint import volume
 from ichinpaint.constants import LABELS
 from ichinpaint.io import read_json
+from ichinpaint.manifest import COLUMNS, DROP_MIDRANGE
 from ichinpaint.niftidir import load_volume, series_uid_of
 from ichinpaint.windowing import brain_window, midrange_fraction, to_model_grid
-
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "series_uid",
-    "patient_id",
-    "split",
-    "slice_index",
-    "n_slices",
-    "above_id",
-    "below_id",
-    "image_path",
-    "mask_path",
-    "above_path",
-    "below_path",
-    "midrange_fraction",
-    "use",
-    "drop_reason",
-    *LABELS,
-)
-DROP_MIDRANGE = "midrange_below_min"
 
 
 def read_sidecar(volume_path: Path) -> dict[str, Any]:
@@ -136,7 +118,7 @@ def attach_labels(
     rows: list[dict[str, Any]], labels: pd.DataFrame, slices_csv: str | Path
 ) -> pd.DataFrame:
     """Manifest rows with their labels; every exported image must have a label row."""
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[: -len(LABELS)])
+    manifest = pd.DataFrame(rows, columns=COLUMNS[: -len(LABELS)])
     unknown = manifest.loc[~manifest["image_id"].isin(labels.index), "image_id"]
     if len(unknown):
         raise ValueError(
@@ -153,7 +135,7 @@ def attach_labels(
                     f"{slices_csv}: {column} disagrees with the nifti sidecar for {len(differ)} "
                     f"images, e.g. {differ.iloc[0]}"
                 )
-    return manifest[list(MANIFEST_COLUMNS)]
+    return manifest[list(COLUMNS)]
 
 
 def count_per_split(manifest: pd.DataFrame, labels: pd.DataFrame) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Atomic writes and parallel loops with progress bars.
+"""Atomic writes, parallel loops with progress bars, and the metrics headline of a report.
 
 Every stage writes through these helpers so that a killed stage never leaves a
 half-written file that looks finished: content goes to a temporary name in the same
@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,6 +83,23 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def write_headline(
+    report: str | os.PathLike, out: str | os.PathLike, keys: Mapping[str, str]
+) -> dict[str, Any]:
+    """Write the headline of a stage's report JSON to `out`; return it.
+
+    `keys` maps headline names to report keys (a key the report lacks is left out,
+    e.g. Dice without ground truth). The report is the stage's whole account (an
+    ordinary DVC output); the headline is what `dvc metrics show` and `dvc metrics
+    diff` print, so it stays a handful of values. Stages share headline names
+    (``images``, ``excluded``, ``dice``) so that the metrics table stays narrow.
+    """
+    values = read_json(report)
+    headline = {name: values[key] for name, key in keys.items() if key in values}
+    write_json(out, headline)
+    return headline
 
 
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:

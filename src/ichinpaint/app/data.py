@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from ichinpaint import manifest
 from ichinpaint.evaluation.pipeline import (
     Paths,
     SeriesTask,
@@ -69,7 +69,7 @@ class AppPaths:
         *,
         slices: str | Path = "data/processed/slices.csv",
         detections: str | Path = "data/detections",
-        metrics: str | Path = "metrics/detection.json",
+        metrics: str | Path = "metrics/reports/detection.json",
         ground_truth: str | Path = "data/raw/synthetic/ground_truth",
         params: str | Path = "params.yaml",
     ) -> AppPaths:
@@ -142,7 +142,7 @@ def load_manifest(paths: AppPaths) -> pd.DataFrame:
 
 
 def read_detection_metrics(paths: AppPaths) -> dict[str, Any] | None:
-    """metrics/detection.json (the thresholds evaluate chose), or None before evaluate ran."""
+    """metrics/reports/detection.json (the thresholds evaluate chose), or None before evaluate ran."""
     return read_json(paths.metrics) if paths.metrics.exists() else None
 
 
@@ -380,13 +380,7 @@ def analyse_series(
 
 def read_ct_stack(task: SeriesTask) -> np.ndarray:
     """The brain-window PNGs of a series as a ``[k, row, col]`` uint8 stack."""
-    images = []
-    for row in task.rows.itertuples():
-        path = task.root / row.image_path
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: slice PNG not found (run `dvc repro png`)")
-        images.append(np.asarray(Image.open(path).convert("L")))
-    return np.stack(images)
+    return np.stack([manifest.read_png(task.root / path) for path in task.rows["image_path"]])
 
 
 def truth_stack(task: SeriesTask, shape: tuple[int, ...]) -> np.ndarray | None:

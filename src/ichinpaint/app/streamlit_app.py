@@ -2,7 +2,7 @@
 
 Served by ``ichinpaint app`` (``streamlit run`` on this file; options after ``--``).
 It reads the pipeline's outputs (slice PNGs, anomaly NIfTIs, ground truth,
-params.yaml, metrics/detection.json) and never runs the model. All computing is in
+params.yaml, metrics/reports/detection.json) and never runs the model. All computing is in
 ``ichinpaint.app.data`` (evaluate's own functions); this file is layout and caching.
 """
 
@@ -40,7 +40,7 @@ def parse_config(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--root", default=".")
     parser.add_argument("--slices", default="data/processed/slices.csv")
     parser.add_argument("--detections", default="data/detections")
-    parser.add_argument("--metrics", default="metrics/detection.json")
+    parser.add_argument("--metrics", default="metrics/reports/detection.json")
     parser.add_argument("--ground_truth", default="")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--n_jobs", type=int, default=1)
@@ -409,7 +409,7 @@ def main() -> None:
         st.dataframe(result.table, hide_index=True)
     evaluated = data.read_detection_metrics(paths)
     if evaluated:
-        with st.expander("metrics/detection.json (last evaluate run)"):
+        with st.expander("metrics/reports/detection.json (last evaluate run)"):
             st.json(evaluated)
 
 

@@ -1,4 +1,4 @@
-"""From re-painted squares to one anomaly map per slice, and from maps to slice scores.
+"""From re-painted squares to one anomaly map per slice (slice scores: ichinpaint.scores).
 
 Units: the brain window in [0, 1] (1.0 = 80 HU), so a map value of 0.25 means the
 re-painted healthy guess differs from the real pixel by 20 HU. Model images live in

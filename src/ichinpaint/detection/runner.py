@@ -20,10 +20,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from ichinpaint import grid, volume
+from ichinpaint import grid, manifest, volume
 from ichinpaint.constants import LABELS
 from ichinpaint.detection import hu
 from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
@@ -35,20 +34,6 @@ from ichinpaint.model import make_conditioning, scaled_sizes
 from ichinpaint.scores import SCORE_NAMES, slice_scores
 from ichinpaint.windowing import _centre_offsets
 
-MANIFEST_REQUIRED: tuple[str, ...] = (
-    "image_id",
-    "series_uid",
-    "patient_id",
-    "split",
-    "slice_index",
-    "n_slices",
-    "image_path",
-    "mask_path",
-    "above_path",
-    "below_path",
-    "use",
-    *LABELS,
-)
 SCORES_COLUMNS: tuple[str, ...] = (
     "image_id",
     "series_uid",
@@ -64,44 +49,10 @@ SCORES_COLUMNS: tuple[str, ...] = (
 
 
 def read_manifest(path: str | Path, splits: Sequence[str]) -> pd.DataFrame:
-    """The png stage's slices.csv restricted to `splits`, with ``use`` as a real boolean."""
-    table = pd.read_csv(path, dtype={"image_id": str, "series_uid": str, "patient_id": str})
-    missing = [c for c in MANIFEST_REQUIRED if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    use = table["use"].astype(str).str.strip().str.lower()
-    bad = ~use.isin(["true", "false"])
-    if bad.any():
-        raise ValueError(
-            f"{path}: column use must be True/False, got {table['use'][bad].iloc[0]!r}"
-        )
-    table["use"] = use == "true"
-    table = table[table["split"].isin(list(splits))].copy()
-    for uid, group in table.groupby("series_uid"):
-        expected = int(group["n_slices"].iloc[0])
-        indices = sorted(group["slice_index"].astype(int))
-        if indices != list(range(expected)):
-            raise ValueError(
-                f"{path}: series {uid} lists slice indices {indices[:5]}... but n_slices={expected}; "
-                "the png stage exports every slice"
-            )
+    """The png stage's slices.csv restricted to `splits`, every series complete, sorted."""
+    table = manifest.read(path, manifest.FOR_DETECTION, splits=splits)
+    manifest.check_complete_series(table, path)
     return table.sort_values(["series_uid", "slice_index"]).reset_index(drop=True)
-
-
-def read_png(path: Path, img_size: int) -> np.ndarray:
-    """An 8-bit grayscale PNG of the model grid as uint8 ``[row, col]``, or a clear error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: PNG listed in slices.csv is missing")
-    with Image.open(path) as image:
-        if image.mode != "L":
-            raise ValueError(f"{path}: expected an 8-bit grayscale PNG, got mode {image.mode}")
-        array = np.asarray(image)
-    if array.shape != (img_size, img_size):
-        raise ValueError(
-            f"{path}: shape {array.shape} is not the model's ({img_size}, {img_size}); "
-            "png.img_size and train.img_size must agree"
-        )
-    return array
 
 
 @dataclasses.dataclass
@@ -120,10 +71,10 @@ def load_series_images(rows: pd.DataFrame, root: Path, img_size: int) -> SeriesI
     used = rows[rows["use"]]
 
     def model_scale(column: str) -> np.ndarray:
-        stack = [read_png(root / p, img_size) for p in used[column]]
+        stack = [manifest.read_png(root / p, img_size) for p in used[column]]
         return np.stack(stack).astype(np.float32) / 127.5 - 1 if stack else _empty(img_size)
 
-    masks = [read_png(root / p, img_size) > 127 for p in used["mask_path"]]
+    masks = [manifest.read_mask(root / p, img_size) for p in used["mask_path"]]
     brain = np.stack(masks).astype(np.float32) if masks else _empty(img_size)
     return SeriesImages(
         image=model_scale("image_path"),
@@ -532,8 +483,7 @@ def series_affine(
 
 
 def _png_size(path: Path) -> int:
-    with Image.open(path) as image:
-        return int(image.size[0])
+    return int(manifest.read_png(path).shape[1])
 
 
 def describe_device(device: torch.device) -> str:

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from ichinpaint import manifest
 from ichinpaint.constants import LABELS, SUBTYPES
 from ichinpaint.evaluation import calibration, gallery, metrics, plots, submission, truth
 from ichinpaint.evaluation.normalize import Normalizer, cell_index, fit_normalizer
@@ -40,19 +40,6 @@ from ichinpaint.evaluation.postprocess import (
 )
 from ichinpaint.evaluation.thresholds import HealthyValidation, Thresholds, choose_thresholds
 from ichinpaint.io import parallel_map, read_json, write_csv, write_json
-
-MANIFEST_COLUMNS: tuple[str, ...] = (
-    "image_id",
-    "series_uid",
-    "patient_id",
-    "split",
-    "slice_index",
-    "n_slices",
-    "image_path",
-    "mask_path",
-    "use",
-    *LABELS,
-)
 
 
 @dataclass(frozen=True)
@@ -119,28 +106,7 @@ class SeriesTask:
 
 def read_manifest(path: Path) -> pd.DataFrame:
     """The png stage's slices.csv, checked for the columns evaluation relies on."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: slice manifest not found (run the png stage)")
-    frame = pd.read_csv(path, dtype={"image_id": str, "series_uid": str, "patient_id": str})
-    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    frame["use"] = frame["use"].map(_as_bool)
-    for label in LABELS:
-        frame[label] = frame[label].fillna(0).astype(int)
-    return frame
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"true", "1", "yes"}
-    return bool(value)
-
-
-def read_mask_png(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: brain mask PNG not found")
-    return np.asarray(Image.open(path).convert("L")) > 0
+    return manifest.read(path, manifest.FOR_EVALUATION)
 
 
 def load_series(task: SeriesTask) -> tuple[np.ndarray, np.ndarray]:
@@ -159,10 +125,7 @@ def load_series(task: SeriesTask) -> tuple[np.ndarray, np.ndarray]:
         )
     masks = np.zeros_like(anomaly, dtype=bool)
     for row in task.rows.itertuples():
-        mask = read_mask_png(task.root / row.mask_path)
-        if mask.shape != (size, size):
-            raise ValueError(f"{row.mask_path}: mask is {mask.shape}, expected ({size}, {size})")
-        masks[int(row.slice_index)] = mask
+        masks[int(row.slice_index)] = manifest.read_mask(task.root / row.mask_path, size)
     return anomaly, masks
 
 
@@ -587,7 +550,7 @@ def _write_gallery(
             lesions = load_truth(task)
             for row in group.itertuples():
                 k = int(task.rows.loc[task.rows["image_id"] == row.image_id, "slice_index"].iloc[0])
-                ct = np.asarray(Image.open(task.root / row.image_path).convert("L"))
+                ct = manifest.read_png(task.root / row.image_path)
                 gallery.render_overlay(
                     tmp / f"{row.category}_{row.image_id}.png",
                     ct,

@@ -64,7 +64,7 @@ class HealthyValidation:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The chosen decision rule; every number here goes into metrics/detection.json."""
+    """The chosen decision rule; every number here goes into metrics/reports/detection.json."""
 
     mode: str
     pixel_threshold: float

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--metrics",
-        default="metrics/detection.json",
+        default="metrics/reports/detection.json",
         help="evaluate stage metrics (the thresholds it chose; optional)",
     )
     parser.add_argument(

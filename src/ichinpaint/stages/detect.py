@@ -21,6 +21,11 @@ from ichinpaint.io import atomic_dir, write_csv, write_json
 STRATEGY_CHOICES = ("repaint", "partial", "onestep", "hu_threshold")
 
 
+# What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
+# --metrics report is an ordinary output.
+HEADLINE = {"images": "slices", "s_per_series": "seconds_per_series"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--slices", default="data/processed/slices.csv", help="slice manifest (png stage)"
@@ -45,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="data/detections", help="output directory (replaced whole)"
     )
-    parser.add_argument("--metrics", default="metrics/detect.json", help="speed and counts (JSON)")
+    parser.add_argument(
+        "--metrics", default="metrics/reports/detect.json", help="speed and counts (JSON)"
+    )
     # -- params.yaml `detect` --
     parser.add_argument(
         "--strategy",

@@ -1,7 +1,8 @@
 """Choose thresholds on healthy validation series, post-process the anomaly maps,
-and measure: slice and pixel metrics (metrics/detection.json), ROC/PR curves
-(metrics/plots/), an overlay gallery (metrics/gallery/) and a Kaggle-format
-submission of cross-fitted probabilities (data/submission.csv)."""
+and measure: slice and pixel metrics (metrics/reports/detection.json; its headline
+metrics/detection.json), ROC/PR curves (metrics/plots/), an overlay gallery
+(metrics/gallery/) and a Kaggle-format submission of cross-fitted probabilities
+(data/submission.csv)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from ichinpaint.evaluation.normalize import MODES as NORMALIZE_MODES
 from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
 from ichinpaint.evaluation.thresholds import MODES
+
+# What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
+# --metrics report is an ordinary output.
+HEADLINE = {
+    "slice_auroc": "slice_auroc",
+    "slice_ap": "slice_ap",
+    "dice": "dice",
+    "threshold": "pixel_threshold",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detect_metrics",
         type=Path,
-        default=Path("metrics/detect.json"),
+        default=Path("metrics/reports/detect.json"),
         help="detect stage metrics (seconds_per_series)",
     )
     parser.add_argument(
@@ -129,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--root", type=Path, default=Path("."), help="folder the manifest's paths are relative to"
     )
     parser.add_argument(
-        "--metrics", type=Path, default=Path("metrics/detection.json"), help="metrics JSON"
+        "--metrics", type=Path, default=Path("metrics/reports/detection.json"), help="metrics JSON"
     )
     parser.add_argument(
         "--plots", type=Path, default=Path("metrics/plots"), help="ROC/PR curve tables folder"

@@ -19,6 +19,10 @@ from pathlib import Path
 from ichinpaint import io
 from ichinpaint.slicetable import COLUMNS, build_slice_table
 
+# What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
+# --metrics report is an ordinary output.
+HEADLINE = {"images": "kept", "excluded": "excluded"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -28,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="data/interim/slices.csv", help="per-image table to write")
     parser.add_argument(
-        "--metrics", default="metrics/filter.json", help="counts to write (flat JSON)"
+        "--metrics", default="metrics/reports/filter.json", help="counts to write (flat JSON)"
     )
     parser.add_argument(
         "--val_fraction", type=float, default=0.3, help="share of healthy patients for validation"

@@ -17,6 +17,10 @@ from ichinpaint.io import atomic_dir, parallel_map, write_json
 from ichinpaint.masking import mask_one_series, summarise, write_overlay
 from ichinpaint.niftidir import NIFTI_SUFFIX, list_volumes
 
+# What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
+# --metrics report is an ordinary output.
+HEADLINE = {"images": "slices", "dice": "dice_mean"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -28,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="directory with <series_uid>/brain.nii.gz; Dice is skipped for series without one",
     )
     parser.add_argument("--out", default="data/interim/brainmask", help="output directory of masks")
-    parser.add_argument("--metrics", default="metrics/mask.json", help="Dice and counts (JSON)")
+    parser.add_argument(
+        "--metrics", default="metrics/reports/mask.json", help="Dice and counts (JSON)"
+    )
     parser.add_argument(
         "--method",
         default="threshold",

@@ -37,6 +37,11 @@ SERIES_COLUMNS = [
 ]
 
 
+# What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
+# --metrics report is an ordinary output.
+HEADLINE = {"images": "images_written", "excluded": "images_refused"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw_dir",
@@ -51,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="data/interim/nifti",
         help="directory of volumes and sidecars (replaced whole)",
     )
-    parser.add_argument("--metrics", default="metrics/nifti.json", help="counts to write (JSON)")
+    parser.add_argument(
+        "--metrics", default="metrics/reports/nifti.json", help="counts to write (JSON)"
+    )
     parser.add_argument(
         "--spacing_tolerance",
         type=float,

@@ -18,6 +18,10 @@ from ichinpaint.export import attach_labels, count_per_split, export_series, rea
 from ichinpaint.io import atomic_dir, parallel_map, write_csv, write_json
 from ichinpaint.niftidir import list_volumes
 
+# What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
+# --metrics report is an ordinary output.
+HEADLINE = {"images": "slices_used", "excluded": "slices_dropped"}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -31,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", default="data/processed", help="output directory (replaced whole)")
     parser.add_argument(
-        "--metrics", default="metrics/png.json", help="slice counts per split (JSON)"
+        "--metrics", default="metrics/reports/png.json", help="slice counts per split (JSON)"
     )
     parser.add_argument(
         "--canvas",

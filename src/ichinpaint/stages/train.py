@@ -5,8 +5,9 @@ val), augments with the albumentations pipeline at --transforms, hides squares o
 detection sizes (random ones inside the brain, or one pass of the detection grid) and
 trains mediffusion's DiffusionModule with Lightning, tracked by DVCLive. Writes the EMA
 weights to --out (plain tensors, safe to load) with the model spec beside it (.json),
-metrics/train.json, and a resume checkpoint in --state_dir: a killed run continues from
-it and reaches the same number of images seen. See docs/training.md.
+metrics/reports/train.json (its headline: metrics/train.json), and a resume checkpoint
+in --state_dir: a killed run continues from it and reaches the same number of images
+seen. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from pathlib import Path
 from ichinpaint.training.loop import TrainConfig, TrainPaths, train
 
 DEFAULTS = TrainConfig()
+
+
+# What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
+# --metrics report is an ordinary output.
+HEADLINE = {"val_loss": "val_loss"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--live_dir", default="dvclive/train", help="DVCLive directory (plots, images, params)"
     )
     io.add_argument(
-        "--metrics", default="metrics/train.json", help="final losses, images seen, speed"
+        "--metrics", default="metrics/reports/train.json", help="final losses, images seen, speed"
     )
 
     p = parser.add_argument_group("train params (params.yaml: train)")

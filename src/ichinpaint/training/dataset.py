@@ -18,40 +18,18 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
+from ichinpaint import manifest
 from ichinpaint.model import make_conditioning
 from ichinpaint.training.augment import augment_slice
 from ichinpaint.training.masks import training_mask
-
-MANIFEST_REQUIRED: tuple[str, ...] = (
-    "image_id",
-    "series_uid",
-    "split",
-    "use",
-    "image_path",
-    "mask_path",
-    "above_path",
-    "below_path",
-    "any",
-)
-
-
-def _as_bool(column: pd.Series) -> pd.Series:
-    # CSV round trips give bools or the strings "True"/"False"; accept both.
-    return column.astype(str).str.strip().str.lower().isin({"true", "1"})
 
 
 def read_split(slices_csv: str | os.PathLike, split: str) -> pd.DataFrame:
     """The usable (``use == True``) rows of one split; training rows must all be healthy."""
     slices_csv = Path(slices_csv)
-    if not slices_csv.is_file():
-        raise FileNotFoundError(f"{slices_csv}: slice manifest not found (run the png stage)")
-    frame = pd.read_csv(slices_csv)
-    missing = [c for c in MANIFEST_REQUIRED if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{slices_csv}: manifest lacks columns {missing}")
-    rows = frame[(frame["split"] == split) & _as_bool(frame["use"])].reset_index(drop=True)
+    rows = manifest.read(slices_csv, manifest.FOR_TRAINING, splits=[split])
+    rows = rows[rows["use"]].reset_index(drop=True)
     if split == "train":
         sick = rows[rows["any"].fillna(0).astype(int) != 0]
         if len(sick):
@@ -60,18 +38,6 @@ def read_split(slices_csv: str | os.PathLike, split: str) -> pd.DataFrame:
                 f"(any != 0, e.g. {sick['image_id'].iloc[0]}); the train split must be healthy"
             )
     return rows
-
-
-def read_png(path: Path, img_size: int) -> np.ndarray:
-    """An 8-bit grey PNG as ``(img_size, img_size)`` uint8; wrong shapes are refused by name."""
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("L") if im.mode != "L" else im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: PNG listed in the manifest is missing") from None
-    if array.shape != (img_size, img_size):
-        raise ValueError(f"{path}: shape {array.shape}, expected ({img_size}, {img_size})")
-    return array
 
 
 def to_unit_range(png: np.ndarray) -> torch.Tensor:
@@ -119,7 +85,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
         """The raw uint8 slice, neighbours and brain mask (0/255) of row `index`."""
         row = self.rows.iloc[index]
         return {
-            key: read_png(self.root / row[column], self.img_size)
+            key: manifest.read_png(self.root / row[column], self.img_size)
             for key, column in (
                 ("image", "image_path"),
                 ("above", "above_path"),
