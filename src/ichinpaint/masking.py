@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from ichinpaint import brainmask
+from ichinpaint.constants import SUBTYPE_CODES, SUBTYPES
 from ichinpaint.io import atomic_path
 from ichinpaint.niftidir import NIFTI_SUFFIX, load_volume, series_uid_of
 
@@ -42,7 +43,26 @@ def mask_one_series(
     nib.save(out, out_dir / f"{uid}{NIFTI_SUFFIX}")
     truth_path = truth_dir / uid / "brain.nii.gz"
     score = ground_truth_dice(mask, image.affine, truth_path) if truth_path.is_file() else None
-    return {"series_uid": uid, "slices": int(hu.shape[2]), "voxels": int(mask.sum()), "dice": score}
+    row = {"series_uid": uid, "slices": int(hu.shape[2]), "voxels": int(mask.sum()), "dice": score}
+    lesion_path = truth_dir / uid / "lesion.nii.gz"
+    if lesion_path.is_file():
+        row.update(lesion_coverage(mask, np.asarray(load_volume(lesion_path).dataobj)))
+    return row
+
+
+def lesion_coverage(mask: np.ndarray, lesion: np.ndarray) -> dict[str, int]:
+    """Lesion voxels per subtype, and how many of them the brain mask holds.
+
+    Detection only looks inside the mask, so blood outside it is lost before detection
+    begins: extra-axial blood next to the inner table is what a tight mask cuts away.
+    """
+    inside = np.asarray(mask) > 0
+    counts = {}
+    for name, code in SUBTYPE_CODES.items():
+        voxels = np.asarray(lesion) == code
+        counts[f"lesion_voxels_{name}"] = int(voxels.sum())
+        counts[f"lesion_inside_{name}"] = int((voxels & inside).sum())
+    return counts
 
 
 def summarise(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
@@ -61,6 +81,19 @@ def summarise(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
             dice_mean=round(float(values.mean()), 5), dice_min=round(float(values.min()), 5)
         )
         metrics["dice"] = scores
+    totals = {
+        name: (
+            sum(row.get(f"lesion_voxels_{name}", 0) for row in rows),
+            sum(row.get(f"lesion_inside_{name}", 0) for row in rows),
+        )
+        for name in SUBTYPES
+    }
+    if any(total for total, _ in totals.values()):
+        all_voxels = sum(total for total, _ in totals.values())
+        metrics["lesion_inside_mask"] = round(sum(i for _, i in totals.values()) / all_voxels, 5)
+        for name, (total, inside) in totals.items():
+            if total:
+                metrics[f"lesion_inside_mask_{name}"] = round(inside / total, 5)
     return metrics
 
 

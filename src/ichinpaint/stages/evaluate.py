@@ -19,8 +19,8 @@ from ichinpaint.evaluation.thresholds import MODES
 HEADLINE = {
     "slice_auroc": "slice_auroc",
     "slice_ap": "slice_ap",
-    "dice": "dice",
-    "threshold": "pixel_threshold",
+    "fp_per_healthy": "fp_components_per_healthy_series",
+    "pixel_auprc": "pixel_auprc",
 }
 
 
