@@ -97,3 +97,23 @@ def child(directory: str | os.PathLike, name: str, suffix: str = "", what: str =
     if path.resolve().parent != directory.resolve():
         raise UnsafeIdentifier(f"{what} {printable(name)!r} leads outside {directory}")
     return path
+
+
+def check_table_ids(
+    frame, source: str | os.PathLike, series: str = "series_uid", image: str = "image_id"
+) -> None:
+    """UnsafeIdentifier naming `source` when a series UID or image ID of a table is unsafe.
+
+    For the manifests that later stages read (slices.csv): they name files after these
+    columns, and a CSV can be edited by hand.
+    """
+    for column, problem_of in ((series, uid_problem), (image, name_problem)):
+        if column not in frame.columns:
+            continue
+        values = frame[column].dropna().astype(str).unique()
+        bad = [v for v in values if problem_of(v, column)]
+        if bad:
+            shown = ", ".join(repr(printable(v)) for v in bad[:3])
+            raise UnsafeIdentifier(
+                f"{source}: {len(bad)} {column} value(s) cannot name a file: {shown}"
+            )

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ichinpaint import grid, volume
+from ichinpaint import grid, names, volume
 from ichinpaint.constants import LABELS
 from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
@@ -65,6 +65,7 @@ SCORES_COLUMNS: tuple[str, ...] = (
 def read_manifest(path: str | Path, splits: Sequence[str]) -> pd.DataFrame:
     """The png stage's slices.csv restricted to `splits`, with ``use`` as a real boolean."""
     table = pd.read_csv(path, dtype={"image_id": str, "series_uid": str, "patient_id": str})
+    names.check_table_ids(table, path)  # they name output files
     missing = [c for c in MANIFEST_REQUIRED if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}")

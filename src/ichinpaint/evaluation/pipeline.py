@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ichinpaint import names
 from ichinpaint.constants import LABELS, SUBTYPES
 from ichinpaint.evaluation import calibration, gallery, metrics, plots, submission
 from ichinpaint.evaluation.postprocess import (
@@ -113,6 +114,7 @@ def read_manifest(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: slice manifest not found (run the png stage)")
     frame = pd.read_csv(path, dtype={"image_id": str, "series_uid": str, "patient_id": str})
+    names.check_table_ids(frame, path)  # they name the files read and the gallery's
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}")
