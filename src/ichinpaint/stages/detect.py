@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ichinpaint import params as p
 from ichinpaint.io import atomic_dir, write_csv, write_json
 
 STRATEGY_CHOICES = ("repaint", "partial", "onestep")
@@ -137,6 +138,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="overlay PNGs: half the highest-scoring bleed slices, half the highest-scoring healthy ones",
     )
+
+
+# Ranges of the settings above, checked by the CLI before any work (ichinpaint.params).
+PARAM_RULES = {
+    "canvas": p.at_least(8),
+    "sizes": p.at_least(1),
+    "ddim_steps": p.at_least(1),
+    "start_fraction": p.between(0, 1, low_open=True),
+    "jump_length": p.at_least(1),
+    "jump_n_sample": p.at_least(1),
+    "noise_levels": p.between(0, 1, low_open=True),
+    "batch_size": p.at_least(1),
+    "seed": p.SEED,
+    "splits": p.one_of(("train", "val", "test")),
+    "n_overlays": p.at_least(0),
+}
 
 
 def run(args: argparse.Namespace) -> str:

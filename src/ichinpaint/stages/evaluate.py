@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ichinpaint import params as p
 from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
 from ichinpaint.evaluation.thresholds import MODES
@@ -119,6 +120,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--submission", type=Path, default=Path("data/submission.csv"), help="Kaggle-format CSV"
     )
+
+
+# Ranges of the settings above, checked by the CLI before any work (ichinpaint.params).
+PARAM_RULES = {
+    "percentile": p.between(0, 100, low_open=True),
+    "target_fpr": p.between(0, 1, high_open=True),
+    "erosion_px": p.at_least(0),
+    "median_size": p.at_least(0),
+    "min_component_px": p.at_least(0),
+    "n_splits": p.at_least(2),
+    "gallery_per_category": p.at_least(0),
+    "n_jobs": p.N_JOBS,
+    "canvas": p.at_least(8),
+    "img_size": p.at_least(8),
+}
 
 
 def run(args: argparse.Namespace) -> str:

@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from ichinpaint import io
+from ichinpaint import params as p
 from ichinpaint.slicetable import COLUMNS, build_slice_table
 
 
@@ -50,6 +51,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--n_jobs", type=int, default=-1, help="processes reading headers (-1: all cores)"
+    )
+
+
+PARAM_RULES = {
+    "val_fraction": p.between(0, 1, low_open=True, high_open=True),
+    "test_healthy_fraction": p.between(0, 1, low_open=True, high_open=True),
+    "fraction": p.between(0, 1, low_open=True),
+    "seed": p.SEED,
+    "n_jobs": p.N_JOBS,
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    p.require(
+        args.val_fraction + args.test_healthy_fraction < 1,
+        f"--val_fraction {args.val_fraction} + --test_healthy_fraction "
+        f"{args.test_healthy_fraction} must leave healthy patients for training (sum < 1)",
     )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ichinpaint import dicom, io, names
+from ichinpaint import params as p
 
 SERIES_COLUMNS = [
     "series_uid",
@@ -64,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n_jobs", type=int, default=-1, help="processes converting series (-1: all cores)"
     )
+
+
+PARAM_RULES = {
+    "spacing_tolerance": p.greater_than(0),
+    "n_jobs": p.N_JOBS,
+}
 
 
 def series_tasks(
