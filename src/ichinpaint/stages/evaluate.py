@@ -12,6 +12,7 @@ from ichinpaint import params as p
 from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
 from ichinpaint.evaluation.thresholds import MODES
+from ichinpaint.io import staged_outputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +165,8 @@ def run(args: argparse.Namespace) -> str:
         submission=args.submission,
         root=args.root,
     )
-    m = run_evaluation(paths, settings)
+    with staged_outputs():  # metrics, plots, gallery and submission appear together
+        m = run_evaluation(paths, settings)
 
     def fmt(key: str) -> str:
         value = m.get(key)

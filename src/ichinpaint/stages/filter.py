@@ -80,8 +80,9 @@ def run(args: argparse.Namespace) -> str:
         seed=args.seed,
         n_jobs=args.n_jobs,
     )
-    io.write_csv(args.out, table[COLUMNS])
-    io.write_json(args.metrics, metrics)
+    with io.staged_outputs():  # the table and its counts appear together
+        io.write_csv(args.out, table[COLUMNS])
+        io.write_json(args.metrics, metrics)
     return (
         f"{metrics['images_total']} images: {metrics['kept']} kept, {metrics['excluded']} excluded; "
         f"train/val/test {metrics['train_images']}/{metrics['val_images']}/{metrics['test_images']} images, "
