@@ -240,6 +240,12 @@ def image_kind_problem(ds: Dataset):
     bits = int(ds.BitsAllocated)
     if bits not in (8, 16, 32):
         return UNSUPPORTED_IMAGE, f"BitsAllocated {bits}"
+    stored = int(ds.get("BitsStored", bits) or bits)
+    if not 1 <= stored <= bits:
+        return UNSUPPORTED_IMAGE, f"BitsStored {stored} outside 1..BitsAllocated {bits}"
+    representation = int(ds.get("PixelRepresentation", 0) or 0)
+    if representation not in (0, 1):
+        return UNSUPPORTED_IMAGE, f"PixelRepresentation {representation}"
     return None
 
 
