@@ -98,7 +98,12 @@ def empty_lists_from_dvc(sub: argparse.ArgumentParser, argv: list[str], args) ->
         return
     given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
     for action in sub._actions:
-        if action.nargs in ("+", "*") and not given.intersection(action.option_strings):
+        optional = bool(action.option_strings)  # positional lists are never from params
+        if (
+            optional
+            and action.nargs in ("+", "*")
+            and not given.intersection(action.option_strings)
+        ):
             setattr(args, action.dest, [])
 
 
