@@ -274,10 +274,23 @@ def test_refuses_a_missing_slice_but_tolerance_is_a_parameter(tmp_path):
     assert vol.data.shape[2] == 4
 
 
-def test_refuses_a_slice_that_does_not_decode(tmp_path):
-    paths = write_series(tmp_path, fx.series_specs(number=1, n_slices=3))
-    fx.truncate_file(paths[1], 100)
+def test_refuses_a_slice_inside_the_stack_that_does_not_decode(tmp_path):
+    specs = sorted_specs(fx.series_specs(number=1, n_slices=3))
+    paths = write_series(tmp_path, specs)
+    fx.truncate_file(paths[1], 100)  # the middle slice: a gap only a guess could fill
     with pytest.raises(dicom.SeriesRefused) as info:
         dicom.load_series(paths)
     assert info.value.reason == "decode_failed"
-    assert paths[1].name in info.value.detail
+    assert paths[1].name in info.value.detail and "inside the stack" in info.value.detail
+
+
+def test_an_edge_slice_that_does_not_decode_is_dropped_and_recorded(tmp_path):
+    specs = sorted_specs(fx.series_specs(number=2, n_slices=4))
+    paths = write_series(tmp_path, specs)
+    fx.truncate_file(paths[3], 100)  # the top slice
+    vol = dicom.load_series(paths)
+    assert vol.image_ids == [s.image_id for s in specs[:3]]
+    assert list(vol.dropped) == [specs[3].image_id] and vol.data.shape[2] == 3
+    assert vol.slice_spacing == pytest.approx(5.0)
+    for k in range(3):
+        np.testing.assert_array_equal(volume.slice_image(vol.data, k), specs[k].hu)

@@ -129,7 +129,9 @@ def test_nifti_refuses_an_edited_slices_csv(attacked, tmp_path):
     metrics = io.read_json(tmp_path / "nifti.json")
     assert metrics["refused_unsafe_identifier"] == 1
     assert not list(tmp_path.parent.glob("*-evil*"))
-    assert metrics["images_kept"] == metrics["images_written"] + metrics["images_refused"]
+    assert metrics["images_kept"] == (
+        metrics["images_written"] + metrics["images_dropped"] + metrics["images_refused"]
+    )
 
 
 def test_volume_names_sidecar_ids_and_manifests_are_checked(tmp_path):

@@ -538,6 +538,7 @@ class SeriesVolume:
     slice_spacing: float
     n_12bit_fixed: int
     hu_flagged: dict[str, str] = dataclasses.field(default_factory=dict)
+    dropped: dict[str, str] = dataclasses.field(default_factory=dict)  # edge slices not decoded
 
 
 def _read_full(path: Path) -> Dataset:
@@ -600,7 +601,9 @@ def load_series(
     Raises SeriesRefused when the slices disagree on matrix, pixel spacing or
     orientation, when two slices share a position, when consecutive IPP steps differ
     from their mean by more than `spacing_tolerance` of its length (a missing slice),
-    when there is only one slice, or when a slice fails to decode.
+    when there is only one slice, or when a slice inside the stack fails to decode.
+    Slices at the top or bottom that fail to decode are left out and listed in
+    ``dropped`` (the rest stays evenly spaced; nothing is guessed).
     """
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
@@ -622,16 +625,27 @@ def load_series(
     ipps = np.array([g.ipp for g in geometries])
     step = _check_spacing(ids, positions, ipps, spacing_tolerance)
 
-    images, flagged = [], {}
+    images, flagged, failed = [], {}, {}
     for path, ds in zip(paths, datasets, strict=True):
         try:
             with quiet_pydicom():
                 images.append(decode_hu(ds))
         except Exception as exc:
-            raise SeriesRefused("decode_failed", f"{path.name}: {_one_line(exc)}") from exc
+            images.append(None)
+            failed[path.name] = _one_line(exc)
+            continue
         problem = hu_range_problem(images[-1])
         if problem:
             flagged[image_id_from_path(path)] = problem
+    dropped = {}
+    if failed:
+        keep = _edge_drop(images, failed)
+        dropped = {ids[i]: failed[paths[i].name] for i in range(len(paths)) if i not in keep}
+        paths, datasets, geometries, ids, images = (
+            [seq[i] for i in keep] for seq in (paths, datasets, geometries, ids, images)
+        )
+        positions, ipps = positions[keep], ipps[keep]
+        step = _check_spacing(ids, positions, ipps, spacing_tolerance)
 
     first = geometries[0]
     normal = volume.slice_normal(first.iop)
@@ -646,4 +660,23 @@ def load_series(
         slice_spacing=float(abs(np.dot(step, normal))),
         n_12bit_fixed=sum(needs_rsna_12bit_fix(ds) for ds in datasets),
         hu_flagged=flagged,
+        dropped=dropped,
     )
+
+
+def _edge_drop(images: list, failed: dict[str, str]) -> list[int]:
+    """Indices of the slices to keep when some failed to decode, or SeriesRefused.
+
+    Slices that fail at the top or bottom of the stack leave an evenly spaced series
+    behind: it is stacked without them and they are recorded (``dropped``). A failure
+    inside the stack would leave a gap that could only be filled by guessing, so the
+    series is refused, naming the file.
+    """
+    keep = [i for i, image in enumerate(images) if image is not None]
+    inner = bool(keep) and keep == list(range(keep[0], keep[-1] + 1))
+    if len(keep) < 2 or not inner:
+        name, why = next(iter(failed.items()))
+        more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+        where = "leaving fewer than 2 slices" if len(keep) < 2 else "inside the stack"
+        raise SeriesRefused("decode_failed", f"{name}: {why}{more}; {where}")
+    return keep

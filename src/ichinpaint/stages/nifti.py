@@ -38,6 +38,7 @@ SERIES_COLUMNS = [
     "gantry_tilt_deg",
     "n_12bit_fixed",
     "n_hu_flagged",
+    "n_dropped",
 ]
 
 
@@ -121,6 +122,7 @@ def sidecar(task: dict, vol: dicom.SeriesVolume) -> dict:
         "shape": list(vol.data.shape),
         "n_12bit_fixed": vol.n_12bit_fixed,
         "hu_flagged": vol.hu_flagged,
+        "dropped": vol.dropped,
     }
 
 
@@ -140,7 +142,11 @@ def convert_series(task: dict) -> dict:
     """Write one series' volume and sidecar, or say why it was refused (never raises for data)."""
     result = {name: task[name] for name in ("series_uid", "patient_id", "study_uid", "split")}
     result.update(
-        n_images=len(task["paths"]), gantry_tilt_deg=np.nan, n_12bit_fixed=0, n_hu_flagged=0
+        n_images=len(task["paths"]),
+        gantry_tilt_deg=np.nan,
+        n_12bit_fixed=0,
+        n_hu_flagged=0,
+        n_dropped=0,
     )
     problem = identifier_problem(task)
     if problem:
@@ -158,28 +164,36 @@ def convert_series(task: dict) -> dict:
         **result,
         "status": "written",
         "reason": "",
-        "detail": "; ".join(f"{i}: {p}" for i, p in vol.hu_flagged.items()),
+        "detail": "; ".join(
+            [f"dropped {i}: {p}" for i, p in vol.dropped.items()]
+            + [f"{i}: {p}" for i, p in vol.hu_flagged.items()]
+        ),
         "gantry_tilt_deg": round(vol.gantry_tilt_deg, 4),
         "n_12bit_fixed": vol.n_12bit_fixed,
         "n_hu_flagged": len(vol.hu_flagged),
+        "n_dropped": len(vol.dropped),
     }
 
 
 def summarise(results: pd.DataFrame, kept_images: int) -> dict:
-    """Counts that reconcile: kept images = images written + images in refused series."""
+    """Counts that reconcile: kept = written + dropped (edge slices) + in refused series."""
     written = results["status"] == "written"
+    dropped = int(results.loc[written, "n_dropped"].sum())
     metrics = {
         "series_total": len(results),
         "series_written": int(written.sum()),
         "series_refused": int((~written).sum()),
         "images_kept": kept_images,
-        "images_written": int(results.loc[written, "n_images"].sum()),
+        "images_written": int(results.loc[written, "n_images"].sum()) - dropped,
+        "images_dropped": dropped,
         "images_refused": int(results.loc[~written, "n_images"].sum()),
         "series_tilted": int((results.loc[written, "gantry_tilt_deg"] > 0.1).sum()),
         "slices_12bit_fixed": int(results["n_12bit_fixed"].sum()),
         "slices_hu_flagged": int(results["n_hu_flagged"].sum()),
     }
-    assert metrics["images_kept"] == metrics["images_written"] + metrics["images_refused"]
+    assert metrics["images_kept"] == (
+        metrics["images_written"] + metrics["images_dropped"] + metrics["images_refused"]
+    )
     reasons = Counter(results.loc[~written, "reason"])
     for reason in dicom.REFUSAL_REASONS:
         metrics[f"refused_{reason}"] = reasons.get(reason, 0)
