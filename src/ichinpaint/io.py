@@ -45,7 +45,9 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     Temporaries still waiting in the current `staged_outputs` block are kept.
     """
     path = Path(path)
-    if not path.parent.is_dir():
+    if path.parent.name.endswith(".tmp") or not path.parent.is_dir():
+        # Inside a fresh `atomic_dir` there is nothing stale, and listing a directory of
+        # 20k sidecars for each of them would be quadratic.
         return []
     waiting = {tmp for tmp, _ in (_STAGED.get() or [])}
     stale = [
