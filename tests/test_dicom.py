@@ -40,11 +40,127 @@ def test_rsna12_without_the_fix_would_be_wrong(tmp_path):
     assert dicom.decode_hu(ds).min() == -1000
 
 
-def test_decode_hu_clips_to_int16(tmp_path):
+def test_decode_hu_refuses_to_clip_beyond_int16(tmp_path):
     spec = fx.series_specs(number=1, n_slices=1, encoding="signed")[0]
     ds = fx.make_dataset(spec)
     ds.RescaleSlope = "40"  # 1200 HU of skull -> 48000, beyond int16
-    assert dicom.decode_hu(ds).max() == np.iinfo(np.int16).max
+    with pytest.raises(dicom.HUDecodeError, match="do not fit int16"):
+        dicom.decode_hu(ds)
+
+
+def header_of(tmp_path, ds, name="ID_0000000aa"):
+    return dicom.read_header(fx.save_dataset(ds, tmp_path / f"{name}.dcm"))
+
+
+def one_slice(encoding="unsigned"):
+    return fx.make_dataset(fx.series_specs(number=3, n_slices=1, encoding=encoding)[0])
+
+
+@pytest.mark.parametrize(
+    "edit, detail",
+    [
+        (lambda ds: delattr(ds, "RescaleIntercept"), "RescaleIntercept missing"),
+        (lambda ds: delattr(ds, "RescaleSlope"), "RescaleSlope missing"),
+        (lambda ds: setattr(ds, "RescaleSlope", "NaN"), "RescaleSlope is nan"),
+        (lambda ds: setattr(ds, "RescaleIntercept", "nan"), "RescaleIntercept is nan"),
+        (lambda ds: setattr(ds, "RescaleIntercept", "1e9"), "outside the physical range"),
+        (lambda ds: setattr(ds, "RescaleSlope", "0"), "must be positive"),
+        (lambda ds: setattr(ds, "RescaleSlope", "-1"), "must be positive"),
+    ],
+)
+def test_an_unusable_rescale_is_excluded_never_defaulted(tmp_path, edit, detail):
+    ds = one_slice("unsigned")  # intercept -1024: a missing one read as 0 is 1024 HU off
+    edit(ds)
+    record = header_of(tmp_path, ds)
+    assert record["reason"] == dicom.UNUSABLE_RESCALE
+    assert detail in record["detail"]
+    with pytest.raises(dicom.HUDecodeError) as info:
+        dicom.decode_hu(ds)
+    assert info.value.reason == dicom.UNUSABLE_RESCALE
+
+
+@pytest.mark.parametrize("modality", ["MR", "CR", "US", "OT", ""])
+def test_non_ct_images_are_excluded_and_never_get_the_12bit_fix(tmp_path, modality):
+    ds = one_slice("rsna12")
+    ds.Modality = modality
+    if not modality:
+        del ds.Modality
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage
+    record = header_of(tmp_path, ds)
+    assert record["reason"] == dicom.NOT_CT
+    assert (modality or "missing") in record["detail"]
+    assert not dicom.needs_rsna_12bit_fix(ds)
+    with pytest.raises(dicom.HUDecodeError, match="not_ct"):
+        dicom.decode_hu(ds)
+
+
+def test_ct_sop_class_without_modality_is_accepted(tmp_path):
+    ds = one_slice("signed")
+    del ds.Modality
+    assert header_of(tmp_path, ds)["reason"] == ""
+
+
+def test_rows_smaller_than_the_pixel_data_is_a_geometry_mismatch(tmp_path):
+    ds = one_slice("signed")  # 16 x 16
+    ds.Rows = 8
+    record = header_of(tmp_path, ds)
+    assert record["reason"] == dicom.GEOMETRY_MISMATCH
+    assert "512 bytes" in record["detail"] and "need 256" in record["detail"]
+
+
+def test_hu_far_outside_the_physical_range_is_flagged_not_clipped():
+    hu = fx.phantom_hu(16, 16, seed=1)
+    assert dicom.hu_range_problem(hu) == ""
+    padded = hu.copy()
+    padded[0, :] = -3024  # constant padding outside the reconstruction circle
+    assert dicom.hu_range_problem(padded) == ""
+    hot = hu.copy()
+    hot[5, 5] = 9000
+    assert "above 4000 HU (max 9000)" in dicom.hu_range_problem(hot)
+    cold = padded.copy()
+    cold[6, 6] = -1500
+    assert "below -1100 HU (min -3024)" in dicom.hu_range_problem(cold)
+
+
+def test_hu_flags_reach_the_series_volume(tmp_path):
+    specs = fx.series_specs(number=4, n_slices=3)
+    specs[1].hu = specs[1].hu.copy()
+    specs[1].hu[2, 2] = 12000
+    vol = dicom.load_series(write_series(tmp_path, specs))
+    assert list(vol.hu_flagged) == [specs[1].image_id]
+    assert volume.slice_image(vol.data, [s.image_id for s in sorted_specs(specs)].index(
+        specs[1].image_id))[2, 2] == 12000  # fmt: skip
+
+
+def test_colour_and_multiframe_images_are_unsupported(tmp_path):
+    ds = one_slice("signed")
+    ds.NumberOfFrames = 2
+    assert header_of(tmp_path, ds)["reason"] == dicom.UNSUPPORTED_IMAGE
+
+
+def test_ybr_full_422_size_accounts_for_chroma_subsampling():
+    ds = pydicom.Dataset()
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 10, 8, 8, 3
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    assert dicom.expected_pixel_bytes(ds) == 10 * 8 * 2
+    ds.PhotometricInterpretation = "RGB"
+    assert dicom.expected_pixel_bytes(ds) == 10 * 8 * 3
+
+
+def test_a_deflated_file_is_not_mistaken_for_a_truncated_one(tmp_path):
+    ds = one_slice("unsigned")
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    path = fx.save_dataset(ds, tmp_path / "ID_0000000ab.dcm")
+    assert dicom.read_header(path)["reason"] == ""
+    np.testing.assert_array_equal(dicom.decode_hu(pydicom.dcmread(path)), dicom.decode_hu(ds))
+
+
+def test_a_directory_or_a_link_loop_named_like_a_dicom_file(tmp_path):
+    (tmp_path / "ID_00000000d.dcm").mkdir()
+    loop = tmp_path / "ID_00000000e.dcm"
+    loop.symlink_to(loop)
+    assert dicom.read_header(tmp_path / "ID_00000000d.dcm")["reason"] == dicom.NOT_A_FILE
+    assert dicom.read_header(loop)["reason"] == dicom.NOT_A_FILE
 
 
 def test_header_of_a_good_file_with_multivalue_windows(tmp_path):
@@ -158,10 +274,23 @@ def test_refuses_a_missing_slice_but_tolerance_is_a_parameter(tmp_path):
     assert vol.data.shape[2] == 4
 
 
-def test_refuses_a_slice_that_does_not_decode(tmp_path):
-    paths = write_series(tmp_path, fx.series_specs(number=1, n_slices=3))
-    fx.truncate_file(paths[1], 100)
+def test_refuses_a_slice_inside_the_stack_that_does_not_decode(tmp_path):
+    specs = sorted_specs(fx.series_specs(number=1, n_slices=3))
+    paths = write_series(tmp_path, specs)
+    fx.truncate_file(paths[1], 100)  # the middle slice: a gap only a guess could fill
     with pytest.raises(dicom.SeriesRefused) as info:
         dicom.load_series(paths)
     assert info.value.reason == "decode_failed"
-    assert paths[1].name in info.value.detail
+    assert paths[1].name in info.value.detail and "inside the stack" in info.value.detail
+
+
+def test_an_edge_slice_that_does_not_decode_is_dropped_and_recorded(tmp_path):
+    specs = sorted_specs(fx.series_specs(number=2, n_slices=4))
+    paths = write_series(tmp_path, specs)
+    fx.truncate_file(paths[3], 100)  # the top slice
+    vol = dicom.load_series(paths)
+    assert vol.image_ids == [s.image_id for s in specs[:3]]
+    assert list(vol.dropped) == [specs[3].image_id] and vol.data.shape[2] == 3
+    assert vol.slice_spacing == pytest.approx(5.0)
+    for k in range(3):
+        np.testing.assert_array_equal(volume.slice_image(vol.data, k), specs[k].hu)

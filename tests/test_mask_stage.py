@@ -103,9 +103,10 @@ def test_mask_stage_refuses_ground_truth_on_another_grid(two_series):
         run_mask(two_series)
 
 
-def test_model_method_needs_a_model_path(two_series):
-    with pytest.raises(ValueError, match="--model_path"):
+def test_model_method_needs_a_model_path(two_series, capsys):
+    with pytest.raises(SystemExit):  # checked before any work (PARAM rules of the stage)
         run_mask(two_series, "--method", "model")
+    assert "--model_path" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -87,7 +87,9 @@ def test_sidecars_map_slices_back_to_rsna_ids(converted):
 def test_refusals_are_reported_and_counts_reconcile(converted):
     quirky, nifti_dir, metrics, table = converted
     assert metrics["images_kept"] == int((table["status"] == "kept").sum())
-    assert metrics["images_kept"] == metrics["images_written"] + metrics["images_refused"]
+    assert metrics["images_kept"] == (
+        metrics["images_written"] + metrics["images_dropped"] + metrics["images_refused"]
+    )
     assert metrics["series_refused"] == len(quirky.refused_series)
     for uid, reason in quirky.refused_series.items():
         assert metrics[f"refused_{reason}"] == 1

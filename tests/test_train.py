@@ -300,3 +300,60 @@ def test_stage_defaults_equal_params_yaml():
     for key, value in params.items():
         got = getattr(args, key)
         assert (list(got) if isinstance(got, (list, tuple)) else got) == value, key
+
+
+# -- exact resume ------------------------------------------------------------------------
+def live_files(live: Path) -> dict[str, bytes]:
+    return {p.relative_to(live).as_posix(): p.read_bytes() for p in live.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("accumulate", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_a_run_killed_twice_resumes_to_the_same_model_and_history(tmp_path, accumulate):
+    """Weights and every DVCLive file equal an uninterrupted run's (issue 15, finding 6)."""
+    cfg = tiny_config(
+        total_image_seen=24 * accumulate,  # 6 optimiser steps
+        accumulate_grad_batches=accumulate,
+        checkpoint_every=8 * accumulate,  # every 2 steps
+        val_every=8 * accumulate,  # validate every 2 steps
+    )
+    runs = {}
+    for name, kills in (("straight", []), ("killed", [3, 5])):
+        root = tmp_path / name
+        paths = tiny_paths(root, write_png_set(root, img_size=IMG))
+        for step in kills:
+            with pytest.raises(callbacks.TrainingInterrupted):
+                loop.train(cfg, paths, hard_stop_steps=step)
+        runs[name] = (loop.train(cfg, paths), paths)
+    (straight, a), (killed, b) = runs["straight"], runs["killed"]
+    assert killed["resumed_from_step"] == 4 and straight["steps"] == killed["steps"] == 6
+    wa, wb = torch.load(a.out, weights_only=True), torch.load(b.out, weights_only=True)
+    wa, wb = wa.get("state_dict", wa), wb.get("state_dict", wb)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    history_a, history_b = live_files(a.live_dir), live_files(b.live_dir)
+    assert history_a.keys() == history_b.keys()
+    for name in history_a:
+        assert history_a[name] == history_b[name], name
+    rows = history_a["plots/metrics/val/loss.tsv"].decode().splitlines()[1:]
+    assert [int(r.split("\t")[0]) for r in rows] == [2, 4, 6]  # at their optimiser steps
+
+
+def test_resume_state_loads_without_unpickling_code(png_set, tmp_path):
+    """last.ckpt is plain tensors and containers; a crafted pickle is refused, not run."""
+    root = png_set.parents[2]
+    cfg = tiny_config(total_image_seen=8, checkpoint_every=4)
+    paths = tiny_paths(root, png_set)
+    loop.train(cfg, paths)
+    state = torch.load(paths.state_dir / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 2 and "optimizer_states" in state
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    crafted = tmp_path / "last.ckpt"
+    torch.save({"global_step": 1, "x": Payload()}, crafted)
+    with pytest.raises(ValueError, match="not a safe resume checkpoint"):
+        callbacks.load_state(crafted)
+    assert not (tmp_path / "pwned").exists()

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ichinpaint import volume
+from ichinpaint import names, volume
 from ichinpaint.constants import LABELS
 from ichinpaint.io import read_json
 from ichinpaint.manifest import COLUMNS, DROP_MIDRANGE
@@ -60,7 +60,10 @@ def export_series(
             f"{mask_path}: brain mask of series {uid} is missing (run the mask stage)"
         )
     mask = np.asarray(load_volume(mask_path).dataobj) > 0
-    ids = list(sidecar["image_ids"])
+    ids = [
+        names.check_name(i, f"image ID in {volume_path.name}'s sidecar")
+        for i in sidecar["image_ids"]
+    ]
     if hu.shape != mask.shape or len(ids) != hu.shape[2]:
         raise ValueError(
             f"{volume_path}: volume {hu.shape}, mask {mask.shape} and {len(ids)} sidecar image_ids do not match"

@@ -9,6 +9,7 @@ file (4.5M rows for the real data) is handled with vectorised pandas operations.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from dataclasses import dataclass
@@ -47,11 +48,29 @@ def _examples(frame: pd.DataFrame, mask: pd.Series) -> str:
     return shown + (f" (+{more} more)" if more > 0 else "")
 
 
+def csv_encoding(path: Path) -> str:
+    """UTF-8 unless a byte-order mark says UTF-16 (a CSV saved by a spreadsheet program)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return "utf-8-sig"  # also strips a UTF-8 byte-order mark
+
+
 def read_label_rows(path: str | os.PathLike) -> pd.DataFrame:
-    """The CSV's rows, validated: columns ``ID, Label`` as strings, Labels 0/1."""
+    """The CSV's rows, validated: columns ``ID, Label`` as strings, Labels 0/1.
+
+    UTF-8 (with or without a byte-order mark) and UTF-16 with a byte-order mark are
+    read; CRLF line ends are fine. Any other encoding stops with the file named.
+    """
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding=csv_encoding(path))
+    except UnicodeDecodeError as exc:
+        raise LabelError(
+            f"{path}: not UTF-8 or UTF-16 text (byte {exc.start}: {exc.reason}); "
+            "save the label CSV as UTF-8"
+        ) from exc
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LabelError(f"{path}: cannot read the label CSV: {exc}") from exc
     if list(frame.columns) != ["ID", "Label"]:

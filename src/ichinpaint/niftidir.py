@@ -6,11 +6,14 @@ from pathlib import Path
 
 import nibabel as nib
 
+from ichinpaint import names
+
 NIFTI_SUFFIX = ".nii.gz"
 
 
 def series_uid_of(path: Path) -> str:
-    return path.name[: -len(NIFTI_SUFFIX)]
+    """The series UID a volume is named after; UnsafeIdentifier for a name that is not one."""
+    return names.check_series_uid(path.name[: -len(NIFTI_SUFFIX)], f"volume {path.name}")
 
 
 def list_volumes(nifti_dir: str | Path) -> list[Path]:

@@ -4,8 +4,8 @@ Reads ``<raw_dir>/stage_2_train.csv`` and the headers (not the pixels) of
 ``<raw_dir>/stage_2_train/*.dcm`` in parallel chunks, checks that each file's PixelData
 is complete, and builds one row per image seen in the CSV or on disk (image_id,
 patient_id, study_uid, series_uid, position, the six labels, split, status, reason).
-Excluded images keep a reason: corrupt_pixel_data, no_label_row, no_file,
-unreadable_header, incomplete_header, series_patient_conflict, fraction_subsampled.
+Excluded images keep a reason (`REASONS`: the header reasons of `ichinpaint.dicom`,
+no_label_row, no_file, series_patient_conflict, fraction_subsampled) and a detail.
 Patients with any hemorrhage go to test with a share of healthy patients; validation
 and training are healthy only. `fraction` keeps that share of the training images by
 whole series, so kept slices keep their neighbours.
@@ -34,17 +34,16 @@ COLUMNS = [
     "split",
     "status",
     "reason",
+    "detail",
 ]
 NO_FILE = "no_file"
 NO_LABEL_ROW = "no_label_row"
 SERIES_PATIENT_CONFLICT = "series_patient_conflict"
 FRACTION_SUBSAMPLED = "fraction_subsampled"
 REASONS = (
-    dicom.CORRUPT_PIXEL_DATA,
+    *dicom.HEADER_REASONS,
     NO_LABEL_ROW,
     NO_FILE,
-    dicom.UNREADABLE_HEADER,
-    dicom.INCOMPLETE_HEADER,
     SERIES_PATIENT_CONFLICT,
     FRACTION_SUBSAMPLED,
 )
@@ -53,11 +52,16 @@ SHOWN = 5  # excluded images listed with their details on stderr
 
 
 def list_dicom_files(image_dir: Path) -> list[str]:
-    """Every ``*.dcm`` file in the image directory, sorted (the order of the output)."""
+    """Every ``*.dcm`` entry of the image directory, sorted (the order of the output).
+
+    Entries that are not readable files (a directory named ``*.dcm``, a looping or
+    dangling link) are listed too: `dicom.read_header` excludes them with a reason,
+    so nothing named like an image disappears without a row.
+    """
     if not image_dir.is_dir():
         raise FileNotFoundError(f"{image_dir}: image directory not found (expected RSNA layout)")
     with os.scandir(image_dir) as entries:
-        return sorted(e.path for e in entries if e.name.endswith(".dcm") and e.is_file())
+        return sorted(e.path for e in entries if e.name.endswith(".dcm"))
 
 
 def chunked(items: list[str], n_jobs: int) -> list[list[str]]:
@@ -85,8 +89,10 @@ def merge_files_and_labels(headers: pd.DataFrame, wide: pd.DataFrame) -> pd.Data
     """Outer join of files and label rows: one row per image ID, with the missing side named."""
     table = headers.merge(wide.reset_index(), on="image_id", how="outer", indicator=True)
     table.loc[table["_merge"] == "right_only", "reason"] = NO_FILE
+    table.loc[table["_merge"] == "right_only", "detail"] = "listed in the CSV, no .dcm file"
     no_labels = (table["_merge"] == "left_only") & (table["reason"] == "")
     table.loc[no_labels, "reason"] = NO_LABEL_ROW
+    table.loc[no_labels, "detail"] = "file has no row in the label CSV"
     table["reason"] = table["reason"].fillna("")
     table["detail"] = table["detail"].fillna("")
     for name in ("patient_id", "study_uid", "series_uid"):
@@ -127,6 +133,7 @@ def subsample_training(table: pd.DataFrame, fraction: float, seed: int) -> None:
     kept = splits.subsample_series(sizes, fraction, seed)
     dropped = train & ~table["series_uid"].isin(kept)
     table.loc[dropped, "reason"] = FRACTION_SUBSAMPLED
+    table.loc[dropped, "detail"] = f"training series beyond fraction {fraction:g}"
 
 
 def finish_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ichinpaint import manifest
+from ichinpaint import manifest, names
 from ichinpaint.evaluation.pipeline import (
     Paths,
     SeriesTask,
@@ -81,7 +81,7 @@ class AppPaths:
         return cls(root, at(slices), at(detections), at(metrics), at(ground_truth), at(params))
 
     def detection(self, series_uid: str) -> Path:
-        return self.detections / f"{series_uid}.nii.gz"
+        return self.detections / f"{names.check_series_uid(series_uid)}.nii.gz"
 
     def pipeline_paths(self) -> Paths:
         """The evaluate pipeline's `Paths`; the app only reads, so outputs point nowhere useful."""
@@ -328,7 +328,7 @@ def series_task(
         series_uid=series_uid,
         rows=rows.sort_values("slice_index").reset_index(drop=True),
         detection=paths.detection(series_uid),
-        ground_truth=paths.ground_truth / series_uid,
+        ground_truth=paths.ground_truth / names.check_series_uid(series_uid),
         root=paths.root,
         settings=settings,
         thresholds=thresholds,

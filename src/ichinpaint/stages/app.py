@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ichinpaint import params as p
+
 SCRIPT = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 ADDRESS = "127.0.0.1"
 # Options forwarded to the page after `--` (they name the pipeline's outputs).
@@ -48,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=-1,
         help="parallel series when pooling healthy validation (-1: all cores)",
     )
+
+
+PARAM_RULES = {"port": p.between(1, 65535), "n_jobs": p.N_JOBS}
 
 
 def streamlit_command(args: argparse.Namespace) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ichinpaint import params as p
 from ichinpaint.io import atomic_dir, write_csv, write_json
 
 STRATEGY_CHOICES = ("repaint", "partial", "onestep", "hu_threshold")
@@ -175,6 +176,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=8,
         help="overlay PNGs: half the highest-scoring bleed slices, half the highest-scoring healthy ones",
     )
+
+
+# Ranges of the settings above, checked by the CLI before any work (ichinpaint.params).
+PARAM_RULES = {
+    "canvas": p.at_least(8),
+    "sizes": p.at_least(1),
+    "ddim_steps": p.at_least(1),
+    "start_fraction": p.between(0, 1, low_open=True),
+    "jump_length": p.at_least(1),
+    "jump_n_sample": p.at_least(1),
+    "noise_levels": p.between(0, 1, low_open=True),
+    "batch_size": p.at_least(1),
+    "seed": p.SEED,
+    "splits": p.one_of(("train", "val", "test")),
+    "n_overlays": p.at_least(0),
+    "gate_hu": p.between(-1100, 4000),
+    "baseline_hu": p.between(-1100, 4000),
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for name in ("gate_hu", "baseline_hu"):
+        low, high = getattr(args, name)
+        p.require(low < high, f"--{name} {low:g} {high:g}: LOW must be below HIGH")
 
 
 def run(args: argparse.Namespace) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ichinpaint import params as p
 from ichinpaint.evaluation.normalize import MODES as NORMALIZE_MODES
 from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
 from ichinpaint.evaluation.thresholds import MODES
+from ichinpaint.io import staged_outputs
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
@@ -152,6 +154,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Ranges of the settings above, checked by the CLI before any work (ichinpaint.params).
+PARAM_RULES = {
+    "percentile": p.between(0, 100, low_open=True),
+    "target_fpr": p.between(0, 1, high_open=True),
+    "erosion_px": p.at_least(0),
+    "median_size": p.at_least(0),
+    "min_component_px": p.at_least(0),
+    "n_splits": p.at_least(2),
+    "gallery_per_category": p.at_least(0),
+    "rim_px": p.at_least(0),
+    "n_jobs": p.N_JOBS,
+    "canvas": p.at_least(8),
+    "img_size": p.at_least(8),
+}
+
+
 def run(args: argparse.Namespace) -> str:
     settings = Settings(
         threshold_mode=args.threshold_mode,
@@ -182,7 +200,8 @@ def run(args: argparse.Namespace) -> str:
         root=args.root,
         lesion_masks=Path(args.lesion_masks) if args.lesion_masks else None,
     )
-    m = run_evaluation(paths, settings)
+    with staged_outputs():  # metrics, plots, gallery and submission appear together
+        m = run_evaluation(paths, settings)
 
     def fmt(key: str) -> str:
         value = m.get(key)

@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from ichinpaint import io
+from ichinpaint import params as p
 from ichinpaint.slicetable import COLUMNS, build_slice_table
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
@@ -57,6 +58,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+PARAM_RULES = {
+    "val_fraction": p.between(0, 1, low_open=True, high_open=True),
+    "test_healthy_fraction": p.between(0, 1, low_open=True, high_open=True),
+    "fraction": p.between(0, 1, low_open=True),
+    "seed": p.SEED,
+    "n_jobs": p.N_JOBS,
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    p.require(
+        args.val_fraction + args.test_healthy_fraction < 1,
+        f"--val_fraction {args.val_fraction} + --test_healthy_fraction "
+        f"{args.test_healthy_fraction} must leave healthy patients for training (sum < 1)",
+    )
+
+
 def run(args: argparse.Namespace) -> str:
     table, metrics = build_slice_table(
         Path(args.raw_dir),
@@ -66,8 +84,9 @@ def run(args: argparse.Namespace) -> str:
         seed=args.seed,
         n_jobs=args.n_jobs,
     )
-    io.write_csv(args.out, table[COLUMNS])
-    io.write_json(args.metrics, metrics)
+    with io.staged_outputs():  # the table and its counts appear together
+        io.write_csv(args.out, table[COLUMNS])
+        io.write_json(args.metrics, metrics)
     return (
         f"{metrics['images_total']} images: {metrics['kept']} kept, {metrics['excluded']} excluded; "
         f"train/val/test {metrics['train_images']}/{metrics['val_images']}/{metrics['test_images']} images, "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ichinpaint import brainmask
+from ichinpaint import params as p
 from ichinpaint.io import atomic_dir, parallel_map, write_json
 from ichinpaint.masking import mask_one_series, summarise, write_overlay
 from ichinpaint.niftidir import NIFTI_SUFFIX, list_volumes
@@ -58,6 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlay",
         default="metrics/mask_overlay.png",
         help="PNG of mask outlines (red; ground truth green) on a few series; empty to skip",
+    )
+
+
+PARAM_RULES = {
+    "model_size": p.at_least(8),
+    "n_jobs": p.N_JOBS,
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    p.require(
+        args.method != "model" or bool(args.model_path),
+        "--method model needs --model_path (a TorchScript brain-extraction model)",
     )
 
 

@@ -7,8 +7,10 @@ slice normal, decodes HU (RSNA 12-bit fix included) and writes
 any gantry tilt kept, not resampled) plus a ``<series_uid>.json`` sidecar with the
 image IDs in slice order. Series that cannot be stacked without guessing (one slice,
 mixed matrix or pixel spacing, inconsistent orientation, duplicate positions, uneven
-spacing, a slice that fails to decode) are refused with their reason, listed in
-``series.csv`` beside the volumes and counted in the metrics.
+spacing, a slice that fails to decode, a series UID or image ID that cannot name a file)
+are refused with their reason, listed in ``series.csv`` beside the volumes and counted
+in the metrics. Slices whose HU lie far outside the physical range are kept and
+flagged (sidecar ``hu_flagged``, series.csv ``n_hu_flagged`` and ``detail``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ichinpaint import dicom, io
+from ichinpaint import dicom, io, names
+from ichinpaint import params as p
 
 SERIES_COLUMNS = [
     "series_uid",
@@ -34,6 +37,8 @@ SERIES_COLUMNS = [
     "detail",
     "gantry_tilt_deg",
     "n_12bit_fixed",
+    "n_hu_flagged",
+    "n_dropped",
 ]
 
 
@@ -70,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+PARAM_RULES = {
+    "spacing_tolerance": p.greater_than(0),
+    "n_jobs": p.N_JOBS,
+}
+
+
 def series_tasks(
     slices: pd.DataFrame, image_dir: Path, out_dir: Path, spacing_tolerance: float
 ) -> list[dict]:
@@ -84,6 +95,7 @@ def series_tasks(
                 "patient_id": str(first["patient_id"]),
                 "study_uid": str(first["study_uid"]),
                 "split": str(first["split"]),
+                "image_ids": [str(i) for i in rows["image_id"]],
                 "paths": [str(image_dir / f"{i}.dcm") for i in rows["image_id"]],
                 "out_dir": str(out_dir),
                 "spacing_tolerance": spacing_tolerance,
@@ -116,44 +128,79 @@ def sidecar(task: dict, vol: dicom.SeriesVolume) -> dict:
         "slice_spacing": vol.slice_spacing,
         "shape": list(vol.data.shape),
         "n_12bit_fixed": vol.n_12bit_fixed,
+        "hu_flagged": vol.hu_flagged,
+        "dropped": vol.dropped,
     }
+
+
+def identifier_problem(task: dict) -> str:
+    """Why the series UID or an image ID of a task cannot name a file ("" when both can).
+
+    slices.csv comes from the filter stage, which already refuses such IDs; the check is
+    repeated because the table is a plain CSV that anyone can edit.
+    """
+    problem = names.uid_problem(task["series_uid"], "series UID")
+    for image_id in task["image_ids"]:
+        problem = problem or names.name_problem(image_id)
+    return problem
 
 
 def convert_series(task: dict) -> dict:
     """Write one series' volume and sidecar, or say why it was refused (never raises for data)."""
     result = {name: task[name] for name in ("series_uid", "patient_id", "study_uid", "split")}
-    result.update(n_images=len(task["paths"]), gantry_tilt_deg=np.nan, n_12bit_fixed=0)
+    result.update(
+        n_images=len(task["paths"]),
+        gantry_tilt_deg=np.nan,
+        n_12bit_fixed=0,
+        n_hu_flagged=0,
+        n_dropped=0,
+    )
+    problem = identifier_problem(task)
+    if problem:
+        shown = names.printable(task["series_uid"])
+        return {**result, "series_uid": shown, "status": "refused",
+                "reason": names.UNSAFE_IDENTIFIER, "detail": problem}  # fmt: skip
     try:
         vol = dicom.load_series(task["paths"], spacing_tolerance=task["spacing_tolerance"])
     except dicom.SeriesRefused as exc:
         return {**result, "status": "refused", "reason": exc.reason, "detail": exc.detail}
     out_dir = Path(task["out_dir"])
-    nib.save(nifti_image(vol), out_dir / f"{task['series_uid']}.nii.gz")
-    io.write_json(out_dir / f"{task['series_uid']}.json", sidecar(task, vol))
+    nib.save(nifti_image(vol), names.child(out_dir, task["series_uid"], ".nii.gz", "series UID"))
+    io.write_json(names.child(out_dir, task["series_uid"], ".json"), sidecar(task, vol))
     return {
         **result,
         "status": "written",
         "reason": "",
-        "detail": "",
+        "detail": "; ".join(
+            [f"dropped {i}: {p}" for i, p in vol.dropped.items()]
+            + [f"{i}: {p}" for i, p in vol.hu_flagged.items()]
+        ),
         "gantry_tilt_deg": round(vol.gantry_tilt_deg, 4),
         "n_12bit_fixed": vol.n_12bit_fixed,
+        "n_hu_flagged": len(vol.hu_flagged),
+        "n_dropped": len(vol.dropped),
     }
 
 
 def summarise(results: pd.DataFrame, kept_images: int) -> dict:
-    """Counts that reconcile: kept images = images written + images in refused series."""
+    """Counts that reconcile: kept = written + dropped (edge slices) + in refused series."""
     written = results["status"] == "written"
+    dropped = int(results.loc[written, "n_dropped"].sum())
     metrics = {
         "series_total": len(results),
         "series_written": int(written.sum()),
         "series_refused": int((~written).sum()),
         "images_kept": kept_images,
-        "images_written": int(results.loc[written, "n_images"].sum()),
+        "images_written": int(results.loc[written, "n_images"].sum()) - dropped,
+        "images_dropped": dropped,
         "images_refused": int(results.loc[~written, "n_images"].sum()),
         "series_tilted": int((results.loc[written, "gantry_tilt_deg"] > 0.1).sum()),
         "slices_12bit_fixed": int(results["n_12bit_fixed"].sum()),
+        "slices_hu_flagged": int(results["n_hu_flagged"].sum()),
     }
-    assert metrics["images_kept"] == metrics["images_written"] + metrics["images_refused"]
+    assert metrics["images_kept"] == (
+        metrics["images_written"] + metrics["images_dropped"] + metrics["images_refused"]
+    )
     reasons = Counter(results.loc[~written, "reason"])
     for reason in dicom.REFUSAL_REASONS:
         metrics[f"refused_{reason}"] = reasons.get(reason, 0)

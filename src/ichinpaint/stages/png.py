@@ -14,6 +14,7 @@ import argparse
 import functools
 from pathlib import Path
 
+from ichinpaint import params as p
 from ichinpaint.export import attach_labels, count_per_split, export_series, read_labels
 from ichinpaint.io import atomic_dir, parallel_map, write_csv, write_json
 from ichinpaint.niftidir import list_volumes
@@ -53,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="slices whose fraction of in-brain 0<HU<80 pixels (of the whole slice) is below this get use=False",
     )
     parser.add_argument("--n_jobs", type=int, default=-1, help="parallel series (-1 = all cores)")
+
+
+PARAM_RULES = {
+    "canvas": p.at_least(8),
+    "img_size": p.at_least(8),
+    "midrange_min_fraction": p.between(0, 1, high_open=True),  # 1 would drop every slice
+    "n_jobs": p.N_JOBS,
+}
 
 
 def run(args: argparse.Namespace) -> str:

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from ichinpaint import io
+from ichinpaint import params as p
 from ichinpaint.synthetic import write_dataset
 
 
@@ -46,6 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='data.source: anything but "synthetic" writes only <out>/SKIPPED.txt',
     )
     parser.add_argument("--out", default="data/raw/synthetic", help="output directory (replaced)")
+
+
+PARAM_RULES = {
+    "n_patients": p.at_least(3),  # the filter stage needs train, val and test patients
+    "n_slices": p.at_least(2),
+    "matrix": p.at_least(32),
+    "hemorrhage_fraction": p.between(0, 1),
+    "seed": p.SEED,
+    "n_jobs": p.N_JOBS,
+}
 
 
 def run(args: argparse.Namespace) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ichinpaint import params as rules
 from ichinpaint.training.loop import TrainConfig, TrainPaths, train
 
 DEFAULTS = TrainConfig()
@@ -163,6 +164,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=d.compile,
         help="torch.compile the UNet",
+    )
+
+
+# Ranges of the settings above, checked by the CLI before any work (ichinpaint.params).
+PARAM_RULES = {
+    "img_size": rules.at_least(8),
+    "total_image_seen": rules.at_least(1),
+    "batch_size": rules.at_least(1),
+    "accumulate_grad_batches": rules.at_least(1),
+    "num_devices": rules.at_least(1),
+    "num_nodes": rules.at_least(1),
+    "precision": rules.one_of(("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64")),
+    "lr": rules.greater_than(0),
+    "ema_decay": rules.between(0, 1, high_open=True),
+    "model_channels": rules.multiple_of(32, 32),  # GroupNorm32
+    "channel_mult": rules.at_least(1),
+    "attention_resolutions": rules.maybe_empty(rules.at_least(1)),
+    "num_res_blocks": rules.at_least(1),
+    "sizes": rules.at_least(1),
+    "grid_fraction": rules.between(0, 1),
+    "val_every": rules.at_least(1),
+    "val_images": rules.at_least(1),
+    "checkpoint_every": rules.at_least(1),
+    "seed": rules.SEED,
+    "num_workers": rules.at_least(0),
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    levels = 2 ** (len(args.channel_mult) - 1)
+    rules.require(
+        args.img_size % levels == 0,
+        f"--img_size {args.img_size} must be divisible by {levels} "
+        f"(the UNet halves it {len(args.channel_mult) - 1} times, --channel_mult {args.channel_mult})",
     )
 
 

@@ -95,7 +95,10 @@ class InpaintingDataset(torch.utils.data.Dataset):
         }
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        seed = self._seed(index)
+        return self.sample(index, self._seed(index))
+
+    def sample(self, index: int, seed: int) -> dict[str, torch.Tensor]:
+        """Row `index` augmented and masked by the randomness of `seed` (same seed, same sample)."""
         arrays = self.load_arrays(index)
         image, above, below, brain = (
             arrays["image"],
@@ -118,3 +121,65 @@ class InpaintingDataset(torch.utils.data.Dataset):
             torch.from_numpy(hidden)[None, None],
         )
         return {"img": img[0], "concat": concat[0]}
+
+
+def stream_seed(*keys: int) -> int:
+    """A 31-bit seed that depends only on `keys` (no global RNG state)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] >> 1)
+
+
+class TrainingStream(torch.utils.data.Dataset):
+    """Training samples indexed by their *position* in the run, not by row.
+
+    Position ``p`` is sample ``p % n`` of epoch ``p // n`` in a seeded per-epoch
+    permutation, augmented and masked with a seed of ``(seed, p)``. Every sample of a run
+    is thus fixed by its position alone, so a resumed run that starts at the position
+    the killed run had reached sees exactly the samples, in the order, that an
+    uninterrupted run would (see `PositionSampler`). Items carry their ``position``.
+    """
+
+    def __init__(self, base: InpaintingDataset, seed: int) -> None:
+        self.base = base
+        self.seed = seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def row_of(self, position: int) -> int:
+        epoch, within = divmod(position, len(self.base))
+        if epoch not in self._orders:
+            self._orders = {
+                epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.base))
+            }
+        return int(self._orders[epoch][within])
+
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        item = self.base.sample(self.row_of(position), stream_seed(self.seed, position))
+        item["position"] = torch.tensor(position, dtype=torch.int64)
+        return item
+
+
+class PositionSampler(torch.utils.data.Sampler[int]):
+    """The positions one rank trains on, from where the run stands to its end.
+
+    `start()` is asked when iteration begins (after Lightning restored a checkpoint):
+    it is the number of samples all ranks have consumed, ``global_step x accumulate x
+    batch x world``. Rank ``r`` takes positions ``start + r, start + r + world, ...``
+    up to `total`, so ranks never share a sample and the order does not depend on
+    how often the run was interrupted.
+    """
+
+    def __init__(self, total: int, start, rank: int = 0, world: int = 1) -> None:
+        self.total = total
+        self.start = start
+        self.rank = rank
+        self.world = world
+
+    def __iter__(self):
+        return iter(range(self.start() + self.rank, self.total, self.world))
+
+    def __len__(self) -> int:
+        # The whole run, whatever has been done: Lightning restores how many batches of
+        # this (single) epoch were completed and stops the epoch at this length.
+        return len(range(self.rank, self.total, self.world))

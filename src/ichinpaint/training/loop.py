@@ -4,7 +4,10 @@ The run is defined by a :class:`TrainConfig` (the ``train`` params) and a
 :class:`TrainPaths` (where things are read and written). It always trains to the same
 number of optimiser steps, ``ceil(total_image_seen / (batch_size * accumulate *
 devices * nodes))``; a killed run restarts from ``<state_dir>/last.ckpt`` and reaches
-that same count. The resume state is used only when it was written by the same
+that same count, with the same weights and the same DVCLive history as an uninterrupted
+run (every random draw depends on the seed and the sample's position, see
+`ichinpaint.training.dataset.TrainingStream`; the history is cut back to the
+checkpoint's snapshot). The state loads with ``weights_only=True``. The resume state is used only when it was written by the same
 configuration and data (a fingerprint in ``<state_dir>/fingerprint.json``) and did not
 finish; otherwise it is discarded and the run starts over, so a changed param never
 continues an unrelated run and a rerun never just re-exports an old model.
@@ -29,10 +32,14 @@ from ichinpaint.io import read_json, write_json
 from ichinpaint.model import InpainterSpec, build_module, save_inpainter, scaled_sizes
 from ichinpaint.training.augment import load_transforms
 from ichinpaint.training.callbacks import (
+    LIVE_ROWS_KEY,
     HardStop,
     PeriodicCheckpoint,
-    TrustedCheckpointIO,
+    PeriodicValidation,
+    SafeCheckpointIO,
     WarmupEMA,
+    load_state,
+    restore_live_history,
 )
 from ichinpaint.training.dataset import InpaintingDataset, read_split
 from ichinpaint.training.module import InpaintingModule
@@ -194,10 +201,12 @@ def build_trainer(cfg: TrainConfig, paths: TrainPaths, resuming: bool, hard_stop
     callbacks: list[pl.Callback] = [ema, StopAtMaxSteps(cfg.max_steps)]
     if hard_stop_steps is not None:
         callbacks.append(HardStop(hard_stop_steps))  # before the checkpoint: like a kill
+    # The checkpoint before the validation of the same step: its DVCLive snapshot holds
+    # the steps before, and a run resumed from it validates that step again.
     callbacks.append(
         PeriodicCheckpoint(paths.state_dir / "last.ckpt", cfg.steps_for(cfg.checkpoint_every))
     )
-    per_rank_batch = cfg.batch_size * cfg.world_size
+    callbacks.append(PeriodicValidation(ema, cfg.steps_for(cfg.val_every)))
     trainer = pl.Trainer(
         accelerator="auto",
         devices=cfg.num_devices,
@@ -208,13 +217,13 @@ def build_trainer(cfg: TrainConfig, paths: TrainPaths, resuming: bool, hard_stop
         max_epochs=-1,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=1.0,
-        val_check_interval=max(1, round(cfg.val_every / per_rank_batch)),
-        check_val_every_n_epoch=None,
+        limit_val_batches=0,  # PeriodicValidation validates, keyed to the optimiser step
         num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(10, cfg.max_steps // 100)),
         logger=logger,
         callbacks=callbacks,
-        plugins=[TrustedCheckpointIO()],
+        plugins=[SafeCheckpointIO(paths.live_dir)],
+        use_distributed_sampler=False,  # the module's PositionSampler splits the stream by rank
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=str(paths.state_dir),
@@ -260,6 +269,9 @@ def train(
     train_ds, val_ds = build_datasets(cfg, paths)
     fingerprint = run_fingerprint(cfg, paths)
     resume = resume_checkpoint(Path(paths.state_dir), fingerprint)
+    if resume is not None:
+        snapshot = load_state(resume, map_location="cpu").get(LIVE_ROWS_KEY, {})
+        restore_live_history(paths.live_dir, snapshot)
     module = build_module(
         cfg.spec(),
         module_class=InpaintingModule,
@@ -269,6 +281,8 @@ def train(
         train_ds=train_ds,
         val_ds=val_ds,
         batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
     )
     if cfg.compile:
         module.model.compile()  # in place: state_dict keys stay those of the plain model

@@ -7,7 +7,11 @@ What changes against mediffusion as shipped, and why:
   default CPU run has only a few hundred steps (mediffusion: Lion, constant rate);
 - validation computes the loss at fixed timesteps and noise (comparable between
   validations) and logs a few inpaintings as a PNG through DVCLive instead of wandb;
-- inputs go channels-last when asked (faster convolutions on CPU and GPU).
+- inputs go channels-last when asked (faster convolutions on CPU and GPU);
+- every random draw of a training step (timesteps, noise, the sample order, the
+  augmentation and the masks) is a function of the run's seed and the step's position
+  in the sample stream, never of a global RNG state, so a run resumed from a checkpoint
+  continues exactly as the uninterrupted run would (`TrainingStream`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 import torch
 from mediffusion import DiffusionModule
 from omegaconf import OmegaConf
+
+from ichinpaint.training.dataset import PositionSampler, TrainingStream, stream_seed
 
 VAL_DDIM_STEPS = 20
 VAL_IMAGES_LOGGED = 4
@@ -36,6 +42,8 @@ class InpaintingModule(DiffusionModule):
         min_lr_fraction: float = 0.1,
         num_workers: int = 0,
         channels_last: bool = False,
+        seed: int = 0,
+        accumulate_grad_batches: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(config_file, **kwargs)
@@ -46,6 +54,8 @@ class InpaintingModule(DiffusionModule):
         self.warmup_fraction = warmup_fraction
         self.min_lr_fraction = min_lr_fraction
         self.num_workers = num_workers
+        self.seed = seed
+        self.accumulate_grad_batches = accumulate_grad_batches
         self.use_channels_last = channels_last
         self.recent_train_losses: list[float] = []
         self.last_val_loss: float = float("nan")
@@ -74,7 +84,23 @@ class InpaintingModule(DiffusionModule):
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.train_ds, shuffle=True, drop_last=True)
+        """The rest of the run's sample stream for this rank (resumes where the run stands)."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        per_step = self.batch_size * self.accumulate_grad_batches * world
+        sampler = PositionSampler(
+            total=self.max_steps_planned * per_step,
+            start=lambda: self.trainer.global_step * per_step,
+            rank=self.global_rank,
+            world=world,
+        )
+        return torch.utils.data.DataLoader(
+            TrainingStream(self.train_ds, self.seed),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         return self._loader(self.val_ds, shuffle=False, drop_last=False)
@@ -113,14 +139,25 @@ class InpaintingModule(DiffusionModule):
 
     # -- steps ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        loss = super().training_step(self._prepare(batch), batch_idx)
+        """mediffusion's loss, with timesteps and noise drawn from the batch's stream position."""
+        batch = dict(batch)
+        position = batch.pop("position", None)
+        key = int(position[0]) if position is not None else self.global_step
+        seed = stream_seed(self.seed, key, 1)
+        torch.manual_seed(seed)  # anything drawing from torch's global RNG (dropout)
+        loss = self.seeded_loss(self._prepare(batch), seed)
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=False)
         self.recent_train_losses = (self.recent_train_losses + [float(loss.detach())])[-50:]
         return loss
 
     def fixed_loss(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """The training loss at timesteps and noise fixed by `batch_idx` (same every validation)."""
+        return self.seeded_loss(batch, 10_000 + batch_idx)
+
+    def seeded_loss(self, batch: dict[str, torch.Tensor], seed: int) -> torch.Tensor:
+        """The diffusion loss at uniform timesteps and Gaussian noise drawn from `seed`."""
         x_start = batch["img"]
-        gen = torch.Generator(device="cpu").manual_seed(10_000 + batch_idx)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
         ts = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), generator=gen)
         noise = torch.randn(x_start.shape, generator=gen).to(x_start)
         terms = self.diffusion.training_losses(
