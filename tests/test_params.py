@@ -21,6 +21,7 @@ BAD = {
     "synthesize": {
         "n_patients": [0, 2],
         "n_slices": [1],
+        "min_slices": [0],
         "matrix": [0, 16],
         "hemorrhage_fraction": [-0.1, 1.5],
         "seed": [-1],
@@ -75,6 +76,8 @@ BAD = {
         "seed": [-1],
         "splits": [["train", "foo"], []],
         "n_overlays": [-1],
+        "gate_hu": [[-5000, 100], [35, 9000]],
+        "baseline_hu": [[55, 1e9]],
     },
     "evaluate": {
         "percentile": [0, 101],
@@ -84,6 +87,7 @@ BAD = {
         "min_component_px": [-1],
         "n_splits": [1, 0],
         "gallery_per_category": [-1],
+        "rim_px": [-1],
         "n_jobs": [0],
         "canvas": [0],
         "img_size": [0],
@@ -94,6 +98,7 @@ CROSS = [
     ("filter", ["--val_fraction", "0.5", "--test_healthy_fraction", "0.5"], "sum < 1"),
     ("train", ["--img_size", "66", "--channel_mult", "1", "2", "2"], "divisible by 4"),
     ("mask", ["--method", "model", "--model_path", ""], "--model_path"),
+    ("detect", ["--gate_hu", "100", "35"], "LOW must be below HIGH"),
 ]
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ichinpaint import names
 from ichinpaint.constants import LABELS
 
 COLUMNS: tuple[str, ...] = (
@@ -92,12 +93,14 @@ def read(
     """The manifest with ``use`` as booleans and labels as ints, optionally only `splits`.
 
     Raises FileNotFoundError / ValueError naming the file when it is missing, lacks one
-    of the `required` columns or has an unreadable ``use`` value.
+    of the `required` columns, has an unreadable ``use`` value, or a series UID or image
+    ID that is not a safe file name (`ichinpaint.names`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: slice manifest not found (run the png stage)")
     frame = pd.read_csv(path, dtype=_ID_DTYPES)
+    names.check_table_ids(frame, path)  # stages name files after them; a CSV can be edited
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}")

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ichinpaint import grid, manifest, names, volume
+from ichinpaint import grid, manifest, volume
 from ichinpaint.constants import LABELS
 from ichinpaint.detection import hu
 from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
@@ -51,7 +51,6 @@ SCORES_COLUMNS: tuple[str, ...] = (
 def read_manifest(path: str | Path, splits: Sequence[str]) -> pd.DataFrame:
     """The png stage's slices.csv restricted to `splits`, every series complete, sorted."""
     table = manifest.read(path, manifest.FOR_DETECTION, splits=splits)
-    names.check_table_ids(table, path)  # they name output files
     manifest.check_complete_series(table, path)
     return table.sort_values(["series_uid", "slice_index"]).reset_index(drop=True)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ichinpaint import manifest, names
+from ichinpaint import manifest
 from ichinpaint.constants import LABELS, SUBTYPES
 from ichinpaint.evaluation import calibration, gallery, metrics, plots, submission, truth
 from ichinpaint.evaluation.normalize import Normalizer, cell_index, fit_normalizer
@@ -107,7 +107,6 @@ class SeriesTask:
 def read_manifest(path: Path) -> pd.DataFrame:
     """The png stage's slices.csv, checked for the columns evaluation relies on."""
     frame = manifest.read(path, manifest.FOR_EVALUATION)
-    names.check_table_ids(frame, path)  # they name the files read and the gallery's
     return frame
 
 

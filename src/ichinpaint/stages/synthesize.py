@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 PARAM_RULES = {
     "n_patients": p.at_least(3),  # the filter stage needs train, val and test patients
     "n_slices": p.at_least(2),
+    "min_slices": p.at_least(2),
     "matrix": p.at_least(32),
     "hemorrhage_fraction": p.between(0, 1),
     "seed": p.SEED,
