@@ -92,7 +92,10 @@ def clone_dataset(base: Path, out: Path, n_files: int) -> int:
                 setattr(ds, keyword, clone_uid(value, copy))
             ds.save_as(images / f"{clone_id(source.stem, copy)}.dcm")
         rows = labels.copy()
-        image, subtype = rows["ID"].str.rsplit("_", n=1).str[0], rows["ID"].str.rsplit("_", n=1).str[1]
+        image, subtype = (
+            rows["ID"].str.rsplit("_", n=1).str[0],
+            rows["ID"].str.rsplit("_", n=1).str[1],
+        )
         rows["ID"] = image.map(lambda i, c=copy: clone_id(i, c)) + "_" + subtype
         label_parts.append(rows)
     pd.concat(label_parts).to_csv(out / "stage_2_train.csv", index=False)
@@ -182,7 +185,9 @@ def main() -> None:
         raw = work / f"raw{matrix}_{size}"
         start = time.perf_counter()
         written = clone_dataset(bases[matrix], raw, size)
-        print(f"cloned {written} files ({label}) in {time.perf_counter() - start:.0f} s", flush=True)
+        print(
+            f"cloned {written} files ({label}) in {time.perf_counter() - start:.0f} s", flush=True
+        )
         for n_jobs in args.n_jobs:
             for row in measure(raw, work / f"out{matrix}_{size}_{n_jobs}", n_jobs, args.skip_nifti):
                 row["matrix"] = label
@@ -194,7 +199,16 @@ def main() -> None:
     table["files_per_s"] = table["files"] / table["seconds"]
     table["hours_for_752k"] = RSNA_FILES / table["files_per_s"] / 3600
     table = table[
-        ["stage", "matrix", "files", "n_jobs", "seconds", "files_per_s", "peak_rss_mib", "hours_for_752k"]
+        [
+            "stage",
+            "matrix",
+            "files",
+            "n_jobs",
+            "seconds",
+            "files_per_s",
+            "peak_rss_mib",
+            "hours_for_752k",
+        ]
     ]
     print(f"\n{os.cpu_count()} CPU cores; {RSNA_FILES:,} files extrapolated linearly\n")
     print(table.to_markdown(index=False, floatfmt=".1f"))

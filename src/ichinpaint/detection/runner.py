@@ -449,7 +449,9 @@ def run_part(
     by_series = dict(list(manifest.groupby("series_uid", sort=True)))
     device = describe_device(runner.device)
     start_all = time.perf_counter()
-    for uid in tqdm(pending, desc=f"detect series (part {part_label})", unit="series", disable=None):
+    for uid in tqdm(
+        pending, desc=f"detect series (part {part_label})", unit="series", disable=None
+    ):
         start = time.perf_counter()
         series_rows = by_series[uid]
         images = load_series_images(series_rows, root, img_size)
@@ -520,14 +522,18 @@ def merge_detections(
         if list(frame.columns) != list(SCORES_COLUMNS) or set(frame["series_uid"]) - {uid}:
             raise shards.MergeError(f"{store.scores_path(uid)}: not the score rows of series {uid}")
         frames.append(frame)
-    scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORES_COLUMNS)
+    scores = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORES_COLUMNS)
+    )
     duplicated = scores["image_id"][scores["image_id"].duplicated()]
     if len(duplicated):
         raise shards.MergeError(f"image IDs scored twice: {list(duplicated[:5])}")
     for row in scores.to_dict("records"):
         picker.offer(row)
     paths = manifest.set_index("image_id")["image_path"]
-    img_size = nib.load(out_dir / f"{scores['series_uid'].iloc[0]}.nii.gz").shape[0] if len(scores) else 0
+    img_size = (
+        nib.load(out_dir / f"{scores['series_uid'].iloc[0]}.nii.gz").shape[0] if len(scores) else 0
+    )
 
     def load(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         ct = read_png(root / paths[row["image_id"]], img_size).astype(np.float32) / 127.5 - 1

@@ -81,7 +81,9 @@ class DistributedEnv:
         return f"{self.part_id}/{self.num_parts}"
 
 
-def resolve_part(num_parts: int, part_id: int, environ: dict[str, str] | None = None) -> DistributedEnv:
+def resolve_part(
+    num_parts: int, part_id: int, environ: dict[str, str] | None = None
+) -> DistributedEnv:
     """Explicit parts win; otherwise torchrun's ``WORLD_SIZE``/``RANK`` (one part per rank)."""
     environ = dict(os.environ if environ is None else environ)
     world = int(environ.get("WORLD_SIZE", "1"))
@@ -116,7 +118,9 @@ def file_digest(path: Path, hasher: Any | None = None) -> str:
 def run_fingerprint(params: dict[str, Any], model_files: Sequence[Path]) -> str:
     """Hash of the run's settings (JSON-able) and the model files' bytes."""
     hasher = hashlib.sha256()
-    hasher.update(json.dumps({"store": STORE_VERSION, **params}, sort_keys=True, default=str).encode())
+    hasher.update(
+        json.dumps({"store": STORE_VERSION, **params}, sort_keys=True, default=str).encode()
+    )
     for path in model_files:
         hasher.update(file_digest(Path(path)).encode())
     return hasher.hexdigest()
@@ -242,9 +246,7 @@ class Located:
     record: dict[str, Any]
 
 
-def locate_series(
-    stores: Sequence[SeriesStore], expected: dict[str, str]
-) -> dict[str, Located]:
+def locate_series(stores: Sequence[SeriesStore], expected: dict[str, str]) -> dict[str, Located]:
     """Find each expected series (uid -> fingerprint) in exactly one store, or refuse.
 
     A series with no record is missing; one recorded in two stores is duplicated; one
@@ -258,7 +260,9 @@ def locate_series(
             if record is not None:
                 found[uid].append(Located(store, record))
     missing = [uid for uid, hits in found.items() if not hits]
-    duplicated = {uid: [str(h.store.root) for h in hits] for uid, hits in found.items() if len(hits) > 1}
+    duplicated = {
+        uid: [str(h.store.root) for h in hits] for uid, hits in found.items() if len(hits) > 1
+    }
     stale = [
         uid
         for uid, hits in found.items()
@@ -268,7 +272,9 @@ def locate_series(
     if missing:
         problems.append(f"{len(missing)} series missing (run their parts first): {_some(missing)}")
     if duplicated:
-        listed = "; ".join(f"{uid} in {', '.join(where)}" for uid, where in list(duplicated.items())[:5])
+        listed = "; ".join(
+            f"{uid} in {', '.join(where)}" for uid, where in list(duplicated.items())[:5]
+        )
         problems.append(f"{len(duplicated)} series recorded in several stores: {listed}")
     if stale:
         problems.append(

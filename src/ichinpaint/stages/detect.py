@@ -9,6 +9,12 @@ Writes <out>/<series_uid>.nii.gz (float32, model grid, data[col, row, k]),
 <out>/scores.csv (one row per used slice), <out>/overlays/*.png, and <metrics>.
 The study's settings: --strategy repaint --ddim_steps 50 --sizes 8 16 32 64 --offsets
 (see docs/detection.md for the defaults and why).
+
+Resumable and shardable by series: each finished series is kept in --work
+(<uid>.nii.gz, .csv, .json with a fingerprint of the settings, model and inputs), so a
+re-run skips finished series. `--num_parts K --part_id i` (or torchrun's ranks) computes
+one part of the series and stops; the run without parts (or `--merge_only`) computes what
+is left and merges everything into --out, refusing missing or duplicated series.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ichinpaint.fastattention import ATTENTION_CHOICES
 from ichinpaint.io import atomic_dir, write_csv, write_json
 
 STRATEGY_CHOICES = ("repaint", "partial", "onestep")
@@ -132,23 +139,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the UNet (pays a compile time; worth it on GPU for big runs)",
     )
     parser.add_argument(
+        "--attention",
+        default="einsum",
+        choices=ATTENTION_CHOICES,
+        help="einsum: mediffusion's attention; sdpa: torch's scaled_dot_product_attention "
+        "(same result within rounding, faster on GPU)",
+    )
+    parser.add_argument(
         "--n_overlays",
         type=int,
         default=8,
         help="overlay PNGs: half the highest-scoring bleed slices, half the highest-scoring healthy ones",
     )
 
-
-def run(args: argparse.Namespace) -> str:
-    from ichinpaint.detection.runner import (
-        DetectSettings,
-        pick_device,
-        read_manifest,
-        run_detection,
+    # -- orchestration (not params: they change where and when, never the result) --
+    parser.add_argument(
+        "--work",
+        nargs="+",
+        default=[],
+        help="series stores: a run writes finished series into the first; the merge reads "
+        "all (several when nodes wrote separate folders). Default: <out>.parts",
     )
-    from ichinpaint.detection.strategies import Strategy
-    from ichinpaint.model import load_inpainter
+    parser.add_argument(
+        "--num_parts", type=int, default=1, help="split the series into this many parts"
+    )
+    parser.add_argument(
+        "--part_id",
+        type=int,
+        default=0,
+        help="the part this process computes (0..num_parts-1); with num_parts > 1 it does not merge",
+    )
+    parser.add_argument(
+        "--merge_only",
+        action="store_true",
+        help="compute nothing: merge the stores into --out, refusing missing or duplicated series",
+    )
+    parser.add_argument(
+        "--dist_timeout_h",
+        type=float,
+        default=72.0,
+        help="torchrun: hours rank 0 waits for the other ranks before merging",
+    )
 
+
+def build_settings(args: argparse.Namespace):
+    from ichinpaint.detection.runner import DetectSettings
+    from ichinpaint.detection.strategies import Strategy
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
     strategy = Strategy(
         name=args.strategy,
         ddim_steps=args.ddim_steps,
@@ -157,7 +196,7 @@ def run(args: argparse.Namespace) -> str:
         jump_n_sample=args.jump_n_sample,
         noise_levels=tuple(args.noise_levels),
     )
-    settings = DetectSettings(
+    return DetectSettings(
         strategy=strategy,
         sizes_at_256=tuple(args.sizes),
         offsets=args.offsets,
@@ -165,31 +204,137 @@ def run(args: argparse.Namespace) -> str:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
+
+
+def fingerprint_params(args: argparse.Namespace, settings, device) -> dict:
+    """Everything besides the model and the inputs that changes a series' numbers."""
+    import dataclasses
+
+    on_cuda = device.type == "cuda"
+    return {
+        "settings": dataclasses.asdict(settings),
+        "canvas": args.canvas if args.nifti else None,
+        "device_type": device.type,
+        "bf16": bool(args.bf16 and on_cuda),  # the CPU always runs float32
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "attention": args.attention,
+    }
+
+
+def store_dirs(args: argparse.Namespace) -> list[Path]:
+    out = Path(args.out)
+    return [Path(p) for p in args.work] or [out.with_name(f"{out.name}.parts")]
+
+
+def run(args: argparse.Namespace) -> str:
+    import json
+
+    from ichinpaint.detection import shards
+    from ichinpaint.detection.runner import (
+        merge_detections,
+        pick_device,
+        read_manifest,
+        run_part,
+        series_fingerprints,
+    )
+    from ichinpaint.fastattention import use_attention
+    from ichinpaint.model import InpainterSpec, config_path_for, load_inpainter
+
+    settings = build_settings(args)
+    part = shards.resolve_part(args.num_parts, args.part_id)
     manifest = read_manifest(args.slices, args.splits)
     if manifest.empty:
         raise ValueError(f"{args.slices}: no slices in splits {args.splits}")
-    module, _ = load_inpainter(args.model, device=pick_device(args.device))
+    device = pick_device(args.device)
+    if part.torchrun and device.type == "cuda" and device.index is None:
+        device = torch_device(f"cuda:{part.local_rank}")
+    model_files = [Path(args.model), config_path_for(args.model)]
+    for path in model_files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no model (run `dvc repro train`)")
+    spec = InpainterSpec.from_dict(json.loads(model_files[1].read_text())["spec"])
+    run_fp = shards.run_fingerprint(fingerprint_params(args, settings, device), model_files)
+    root = Path(args.root)
+    nifti_dir = Path(args.nifti) if args.nifti else None
+    stores = [shards.SeriesStore(p) for p in store_dirs(args)]
+    all_uids = sorted(manifest["series_uid"].unique())
+    mine = [] if args.merge_only else shards.select_part(all_uids, part.num_parts, part.part_id)
+    context = {
+        "root": root,
+        "nifti_dir": nifti_dir,
+        "canvas": args.canvas,
+        "img_size": spec.img_size,
+    }
+    done = None
+    if mine:
+        stores[0].clean_temporaries(None if part.num_parts == 1 else mine)
+        prints = series_fingerprints(manifest, mine, run_fp, **context)
+
+        def load_module():
+            module, _ = load_inpainter(args.model, device=device)
+            use_attention(module.model, args.attention)
+            return module
+
+        done = run_part(
+            manifest, load_module, settings, store=stores[0], fingerprints=prints,
+            run_fp=run_fp, root=root, nifti_dir=nifti_dir, canvas=args.canvas,
+            bf16=args.bf16, channels_last=args.channels_last, compile=args.compile,
+            part_label=part.label,
+        )  # fmt: skip
+    part_summary = (
+        f"part {part.label}: {len(done.computed)} series computed, {len(done.reused)} already done"
+        if done
+        else "merge only"
+    )
+    if part.torchrun:
+        wait_for_all_ranks(args.dist_timeout_h)
+    merges = args.merge_only or part.num_parts == 1 or (part.torchrun and part.part_id == 0)
+    if not merges:
+        return f"{part_summary} in {stores[0].root} (merge: the same command without parts)"
+    return merge(args, manifest, stores, run_fp, settings, context, part_summary, merge_detections)
+
+
+def merge(args, manifest, stores, run_fp, settings, context, part_summary, merge_detections) -> str:
+    from ichinpaint.detection import shards
+    from ichinpaint.detection.runner import series_fingerprints
+
+    shards.clean_stale_outputs(args.out)
+    all_uids = sorted(manifest["series_uid"].unique())
+    expected = series_fingerprints(manifest, all_uids, run_fp, **context)
+    located = shards.locate_series(stores, expected)
     with atomic_dir(args.out) as tmp:
-        result = run_detection(
-            manifest,
-            module,
-            settings,
-            out_dir=tmp,
-            root=Path(args.root),
-            nifti_dir=Path(args.nifti) if args.nifti else None,
-            canvas=args.canvas,
+        result = merge_detections(
+            manifest, located, settings, out_dir=tmp, root=context["root"],
             n_overlays=args.n_overlays,
-            bf16=args.bf16,
-            channels_last=args.channels_last,
-            compile=args.compile,
-        )
+        )  # fmt: skip
         write_csv(tmp / "scores.csv", result.scores)
     write_json(args.metrics, result.metrics)
     m = result.metrics
     return (
-        f"{m['series']} series, {m['slices']} slices, {m['strategy_detail']}: "
+        f"{part_summary}; {m['series']} series, {m['slices']} slices, {m['strategy_detail']}: "
         f"{m['forwards_per_slice']:.0f} UNet images/slice, {m['forwards_per_second']:.1f} img/s, "
         f"{m['seconds_per_series']:.1f} s/series on {m['device']}"
     )
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
+def wait_for_all_ranks(timeout_h: float) -> None:
+    """torchrun: every rank has written its part; rank 0 merges after this barrier.
+
+    gloo, whatever the device: the only collective is this barrier, and parts can finish
+    hours apart, hence the long timeout.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=timeout_h))
+    dist.barrier()
+    dist.destroy_process_group()
