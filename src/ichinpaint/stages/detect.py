@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> str:
         raise ValueError(f"{args.slices}: no slices in splits {args.splits}")
     device = pick_device(args.device)
     if part.torchrun and device.type == "cuda" and device.index is None:
-        device = torch_device(f"cuda:{part.local_rank}")
+        device = torch_device(f"cuda:{part.local_rank % cuda_device_count()}")
     model_files = [Path(args.model), config_path_for(args.model)]
     for path in model_files:
         if not path.is_file():
@@ -322,6 +322,12 @@ def torch_device(name: str):
     import torch
 
     return torch.device(name)
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def wait_for_all_ranks(timeout_h: float) -> None:
