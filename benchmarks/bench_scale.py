@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -116,8 +117,13 @@ def clone_uid(value: str, copy: int) -> str:
 # -- running a stage and watching its memory ---------------------------------------------
 
 
-def run_watched(argv: list[str]) -> tuple[float, float]:
-    """Run ``ichinpaint <argv>``; return (seconds, peak RSS in MiB of the process tree)."""
+def run_watched(argv: list[str]) -> tuple[float, float, float]:
+    """Run ``ichinpaint <argv>``; return (seconds, peak RSS in MiB of the tree, CPU seconds).
+
+    CPU seconds (user + system of the stage and its reaped workers) are what the
+    extrapolation rests on: on a shared machine wall time measures the neighbours too.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     command = [sys.executable, "-c", "import sys; from ichinpaint import cli; sys.exit(cli.main())"]
     start = time.perf_counter()
     process = psutil.Popen(command + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -141,28 +147,46 @@ def run_watched(argv: list[str]) -> tuple[float, float]:
     done.set()
     watcher.join()
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if process.returncode != 0:
         raise RuntimeError(f"ichinpaint {argv[0]} failed:\n{stderr.decode()[-2000:]}")
-    return seconds, peak
+    return seconds, peak, cpu
 
 
 def measure(raw: Path, out: Path, n_jobs: int, skip_nifti: bool) -> list[dict]:
     n_files = sum(1 for _ in os.scandir(raw / "stage_2_train"))
     rows = []
     slices = out / "slices.csv"
-    seconds, peak = run_watched(
+    seconds, peak, cpu = run_watched(
         ["filter", "--raw_dir", str(raw), "--out", str(slices),
          "--metrics", str(out / "filter.json"), "--n_jobs", str(n_jobs)]
     )  # fmt: skip
-    rows.append({"stage": "filter", "files": n_files, "seconds": seconds, "peak_rss_mib": peak})
+    rows.append(
+        {
+            "stage": "filter",
+            "files": n_files,
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "peak_rss_mib": peak,
+        }
+    )
     if not skip_nifti:
         table = pd.read_csv(slices, usecols=["status"])
         kept = int((table["status"] == "kept").sum())
-        seconds, peak = run_watched(
+        seconds, peak, cpu = run_watched(
             ["nifti", "--raw_dir", str(raw), "--slices", str(slices), "--out",
              str(out / "nifti"), "--metrics", str(out / "nifti.json"), "--n_jobs", str(n_jobs)]
         )  # fmt: skip
-        rows.append({"stage": "nifti", "files": kept, "seconds": seconds, "peak_rss_mib": peak})
+        rows.append(
+            {
+                "stage": "nifti",
+                "files": kept,
+                "seconds": seconds,
+                "cpu_s": cpu,
+                "peak_rss_mib": peak,
+            }
+        )
     for row in rows:
         row["n_jobs"] = n_jobs
     return rows
@@ -210,7 +234,10 @@ def main() -> None:
             "hours_for_752k",
         ]
     ]
-    print(f"\n{os.cpu_count()} CPU cores; {RSNA_FILES:,} files extrapolated linearly\n")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"\n{os.cpu_count()} CPU cores (load average {load}); {RSNA_FILES:,} files extrapolated linearly\n"
+    )
     print(table.to_markdown(index=False, floatfmt=".1f"))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
