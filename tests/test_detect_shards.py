@@ -171,3 +171,35 @@ def test_two_gloo_processes_under_torchrun_equal_one_process(data, tmp_path):
     parts = {r["part"] for r in records(tmp_path / "det.parts").values()}
     assert parts == {"0/2", "1/2"}
     assert_same_outputs(out, reference)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_process_resumes_to_the_same_result(data, tmp_path):
+    import signal
+    import time
+
+    root, reference = data
+    out, store = tmp_path / "det", tmp_path / "det.parts"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(cli.__file__).parents[1]), env.get("PYTHONPATH", "")]
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ichinpaint.cli", *argv(root, out)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not list(store.glob("ID_*.json")) and process.poll() is None:
+        assert time.monotonic() < deadline, "no series finished in time"
+        time.sleep(0.02)
+    if process.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = records(store)
+    assert 1 <= len(done_before) < len(DETECTED) and not out.exists()
+    assert cli.main(argv(root, out)) == 0
+    after = records(store)
+    assert all(after[uid] == record for uid, record in done_before.items())
+    assert_same_outputs(out, reference)
+    assert [p.name for p in [*tmp_path.iterdir(), *store.iterdir()] if p.name.startswith(".")] == []
