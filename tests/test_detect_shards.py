@@ -140,6 +140,12 @@ def test_merge_refuses_duplicated_and_stale_series_and_recomputes_changed_inputs
         cli.main(argv(root, out, "--work", str(store_a), str(store_b), "--merge_only"))
     with pytest.raises(shards.MergeError, match="other settings"):
         cli.main(argv(root, out, "--work", str(store_a), "--merge_only", "--seed", "1"))
+    # same params, other numerics (channels_last off): part 0 is recomputed, the mix refused
+    part0 = ["--work", str(store_a), "--num_parts", "2", "--part_id", "0"]
+    assert cli.main(argv(root, out, *part0, "--no-channels_last")) == 0
+    with pytest.raises(shards.MergeError, match="different numerics"):
+        cli.main(argv(root, out, "--work", str(store_a), "--merge_only"))
+    assert cli.main(argv(root, out, *part0)) == 0  # back to one kind
     # a re-exported PNG changes that series' fingerprint: only it is computed again
     png = next((root / "data/processed/png" / DETECTED[1]).glob("*_mask.png"))
     original = png.read_bytes()

@@ -424,6 +424,7 @@ def run_part(
     store: shards.SeriesStore,
     fingerprints: dict[str, str],
     run_fp: str = "",
+    numerics: str = "",
     root: Path = Path("."),
     nifti_dir: Path | None = None,
     canvas: int | None = None,
@@ -435,9 +436,13 @@ def run_part(
     """Detect every series of `fingerprints` not yet done in `store`; each lands there whole.
 
     `module` may be a callable returning the module, so that a part with nothing left
-    to do never loads the model.
+    to do never loads the model. A series counts as done when its record has the same
+    fingerprint and the same `numerics` (device type, precision, ...): results of one
+    run are never computed half one way, half another.
     """
-    pending = [uid for uid in sorted(fingerprints) if not store.is_done(uid, fingerprints[uid])]
+    pending = [
+        uid for uid in sorted(fingerprints) if not store.is_done(uid, fingerprints[uid], numerics)
+    ]
     reused = [uid for uid in sorted(fingerprints) if uid not in set(pending)]
     if not pending:
         return PartResult([], reused, 0.0, 0, "")
@@ -475,6 +480,7 @@ def run_part(
             "series_uid": uid,
             "fingerprint": fingerprints[uid],
             "run_fingerprint": run_fp,
+            "numerics": numerics,
             "seconds": time.perf_counter() - start,
             "forwards": expected,
             "slices": len(images.slice_index),

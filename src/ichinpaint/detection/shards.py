@@ -9,11 +9,13 @@ atomically, the record last:
 - ``<uid>.json``: the record (fingerprint, seconds, UNet forwards, device). A series
   is done when its record exists and its fingerprint matches.
 
-The fingerprint hashes everything that changes a series' result: the detection
-settings, the model's weights and spec, the numerics switches (device type, bf16,
-channels_last, compile, attention), the png canvas, and the series' own inputs (its
-manifest rows, the bytes of its PNGs, the source volume's affine). A re-run therefore
-skips finished series and recomputes stale ones, whatever killed the previous run.
+The fingerprint hashes everything that defines a series' result: the detection
+settings, the model's weights and spec, the png canvas, and the series' own inputs
+(its manifest rows, the bytes of its PNGs, the source volume's affine). The record
+also keeps the *numerics* (device type, bf16, channels_last, compile, attention): the
+same result up to rounding. A re-run skips a series only when both match, and the
+merge refuses a mix of numerics, while a merge-only job needs no GPU (it computes
+nothing, so its own device does not matter).
 
 Sharding follows nnU-Net's predictor: part ``i`` of ``K`` takes every K-th series of
 the sorted series list (``--num_parts K --part_id i``), one process per GPU, a SLURM
@@ -46,6 +48,7 @@ RECORD_KEYS: tuple[str, ...] = (
     "series_uid",
     "fingerprint",
     "run_fingerprint",
+    "numerics",
     "seconds",
     "forwards",
     "slices",
@@ -174,9 +177,13 @@ class SeriesStore:
             return None
         return json.loads(path.read_text())
 
-    def is_done(self, uid: str, fingerprint: str) -> bool:
+    def is_done(self, uid: str, fingerprint: str, numerics: str = "") -> bool:
         record = self.record(uid)
-        return record is not None and record.get("fingerprint") == fingerprint
+        return (
+            record is not None
+            and record.get("fingerprint") == fingerprint
+            and record.get("numerics", "") == numerics
+        )
 
     def write(self, uid: str, volume, scores: pd.DataFrame, record: dict[str, Any]) -> None:
         """Map, then scores, then the record: a series counts as done only once all exist."""
@@ -281,6 +288,9 @@ def locate_series(stores: Sequence[SeriesStore], expected: dict[str, str]) -> di
             f"{len(stale)} series computed with other settings, model or inputs "
             f"(re-run their parts): {_some(stale)}"
         )
+    kinds = sorted({hits[0].record.get("numerics", "") for hits in found.values() if hits})
+    if len(kinds) > 1:
+        problems.append(f"series computed with different numerics (re-run one kind): {kinds}")
     if problems:
         roots = ", ".join(str(s.root) for s in stores)
         raise MergeError(f"cannot merge detections from {roots}: " + "; ".join(problems))

@@ -206,20 +206,28 @@ def build_settings(args: argparse.Namespace):
     )
 
 
-def fingerprint_params(args: argparse.Namespace, settings, device) -> dict:
-    """Everything besides the model and the inputs that changes a series' numbers."""
+def result_params(args: argparse.Namespace, settings) -> dict:
+    """The params that define a series' result (with the model and the inputs)."""
     import dataclasses
 
+    return {"settings": dataclasses.asdict(settings), "canvas": args.canvas if args.nifti else None}
+
+
+def numerics(args: argparse.Namespace, device) -> str:
+    """How the numbers were computed: same result up to rounding, but never mixed in one run."""
+    import json
+
     on_cuda = device.type == "cuda"
-    return {
-        "settings": dataclasses.asdict(settings),
-        "canvas": args.canvas if args.nifti else None,
-        "device_type": device.type,
-        "bf16": bool(args.bf16 and on_cuda),  # the CPU always runs float32
-        "channels_last": args.channels_last,
-        "compile": args.compile,
-        "attention": args.attention,
-    }
+    return json.dumps(
+        {
+            "device_type": device.type,
+            "bf16": bool(args.bf16 and on_cuda),  # the CPU always runs float32
+            "channels_last": args.channels_last,
+            "compile": args.compile,
+            "attention": args.attention,
+        },
+        sort_keys=True,
+    )
 
 
 def store_dirs(args: argparse.Namespace) -> list[Path]:
@@ -232,7 +240,6 @@ def run(args: argparse.Namespace) -> str:
 
     from ichinpaint.detection import shards
     from ichinpaint.detection.runner import (
-        merge_detections,
         pick_device,
         read_manifest,
         run_part,
@@ -254,7 +261,7 @@ def run(args: argparse.Namespace) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no model (run `dvc repro train`)")
     spec = InpainterSpec.from_dict(json.loads(model_files[1].read_text())["spec"])
-    run_fp = shards.run_fingerprint(fingerprint_params(args, settings, device), model_files)
+    run_fp = shards.run_fingerprint(result_params(args, settings), model_files)
     root = Path(args.root)
     nifti_dir = Path(args.nifti) if args.nifti else None
     stores = [shards.SeriesStore(p) for p in store_dirs(args)]
@@ -266,7 +273,7 @@ def run(args: argparse.Namespace) -> str:
         "canvas": args.canvas,
         "img_size": spec.img_size,
     }
-    done = None
+    done, prints = None, None
     if mine:
         stores[0].clean_temporaries(None if part.num_parts == 1 else mine)
         prints = series_fingerprints(manifest, mine, run_fp, **context)
@@ -278,7 +285,7 @@ def run(args: argparse.Namespace) -> str:
 
         done = run_part(
             manifest, load_module, settings, store=stores[0], fingerprints=prints,
-            run_fp=run_fp, root=root, nifti_dir=nifti_dir, canvas=args.canvas,
+            run_fp=run_fp, numerics=numerics(args, device), root=root, nifti_dir=nifti_dir, canvas=args.canvas,
             bf16=args.bf16, channels_last=args.channels_last, compile=args.compile,
             part_label=part.label,
         )  # fmt: skip
@@ -292,16 +299,18 @@ def run(args: argparse.Namespace) -> str:
     merges = args.merge_only or part.num_parts == 1 or (part.torchrun and part.part_id == 0)
     if not merges:
         return f"{part_summary} in {stores[0].root} (merge: the same command without parts)"
-    return merge(args, manifest, stores, run_fp, settings, context, part_summary, merge_detections)
+    known = prints if mine == all_uids else None
+    return merge(args, manifest, stores, run_fp, settings, context, part_summary, known)
 
 
-def merge(args, manifest, stores, run_fp, settings, context, part_summary, merge_detections) -> str:
+def merge(args, manifest, stores, run_fp, settings, context, part_summary, known=None) -> str:
+    """Build --out and the metrics from the stores; `known` = fingerprints already computed."""
     from ichinpaint.detection import shards
-    from ichinpaint.detection.runner import series_fingerprints
+    from ichinpaint.detection.runner import merge_detections, series_fingerprints
 
     shards.clean_stale_outputs(args.out)
     all_uids = sorted(manifest["series_uid"].unique())
-    expected = series_fingerprints(manifest, all_uids, run_fp, **context)
+    expected = known or series_fingerprints(manifest, all_uids, run_fp, **context)
     located = shards.locate_series(stores, expected)
     with atomic_dir(args.out) as tmp:
         result = merge_detections(
