@@ -7,8 +7,8 @@ markdown table (and writes it to ``--out`` when given):
   contract gives it 6 input channels: image + 5 conditioning) in fp32 eager, bf16 +
   channels_last, and bf16 + channels_last + SDPA attention + torch.compile, each with
   AdamW (fused on CUDA) and the EMA updated on the device every step;
-- detection UNet forwards/s and TFLOP/s in fp32, bf16, bf16 + SDPA, and bf16 +
-  channels_last + SDPA + torch.compile (``--compile_mode``: default, reduce-overhead =
+- detection UNet forwards/s and TFLOP/s in fp32, bf16, bf16 + channels_last + SDPA,
+  and bf16 + channels_last + SDPA + torch.compile (``--compile_mode``: default, reduce-overhead =
   CUDA graphs, max-autotune);
 - projected seconds per 36-slice series for the study's grid (4 sizes x 4 half-offsets
   x 9 passes, DDIM50 repaint, passes hiding no brain skipped) and for the default

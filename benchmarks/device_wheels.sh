@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 WHEEL_DIR="${WHEEL_DIR:-.whl}"
 PY="${PYTHON:-python3}"
 mkdir -p "$WHEEL_DIR"
+# pytorch-lightning 2.0.0 (the lock's; it needs pkg_resources, hence setuptools < 81)
+# replaces the image's newer Lightning, so the check runs the versions the tests run.
 for name in mediffusion bkh-pytorch-utils omegaconf antlr4-python3-runtime torchextractor \
-    monai nibabel overrides; do
+    monai nibabel overrides pytorch-lightning setuptools; do
     pin=$(grep -i -E "^${name}==" requirements.lock || true)
     "$PY" -m pip wheel -q --no-deps "${pin:-$name}" -w "$WHEEL_DIR"
 done
