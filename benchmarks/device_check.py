@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -234,9 +235,16 @@ def smoke_ddp_training(budget: Budget) -> Row:
 
 
 def smoke_sharded_detection(budget: Budget, device: torch.device) -> Row:
+    work = Path(tempfile.mkdtemp(prefix="device_check."))
+    try:
+        return sharded_detection(work, budget, device)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sharded_detection(work: Path, budget: Budget, device: torch.device) -> Row:
     from train_fixtures import write_png_set
 
-    work = Path(tempfile.mkdtemp(prefix="device_check."))
     manifest = write_png_set(work, img_size=TINY.img_size, series={"train": 1, "val": 2, "test": 2})
     torch.manual_seed(0)
     module = model.build_module(TINY)
