@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser repro test test-fast bench app lint review clean
+.PHONY: setup browser repro test test-fast bench device-check app lint review clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ test-fast: setup
 
 bench: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/run_all.py
+
+# The prepared GPU check (docs/detection.md): makes its own environment, <= 8 minutes.
+device-check:
+	benchmarks/device_check.sh
 
 app: setup
 	$(BIN)/ichinpaint app

@@ -34,6 +34,9 @@ OUTPUT_OPTIONS = {
     "gallery",
 }
 OUTPUT_OPTIONS |= {"submission"}
+# detect's series store: a resumable cache the stage writes and reads, kept out of DVC
+# (git-ignored) so a killed run resumes; not an input of the stage's result.
+OUTPUT_OPTIONS |= {"work"}
 
 
 def module_file(name: str) -> Path | None:

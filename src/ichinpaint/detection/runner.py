@@ -12,7 +12,7 @@ import dataclasses
 import heapq
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ichinpaint import grid, manifest, volume
 from ichinpaint.constants import LABELS
-from ichinpaint.detection import hu
+from ichinpaint.detection import hu, shards
 from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
 from ichinpaint.detection.strategies import Strategy, inpaint_batch
@@ -309,8 +309,8 @@ def save_overlay(
 class OverlayPicker:
     """Keeps the highest-scoring slices with and without a bleed, to draw at the end.
 
-    Only `per_group` candidates per group are held in memory, so this works for any
-    number of series.
+    Only `per_group` score rows per group are held, and the images are loaded only for
+    the picked ones when they are drawn, so this works for any number of series.
     """
 
     def __init__(self, per_group: int, score: str = "score_top1pct") -> None:
@@ -322,35 +322,194 @@ class OverlayPicker:
         }
         self._counter = 0
 
-    def offer(self, row: dict[str, Any], ct: np.ndarray, anomaly: np.ndarray) -> None:
+    def offer(self, row: dict[str, Any]) -> None:
         if self.per_group <= 0:
             return
         heap = self._heaps["bleed" if int(row["any"]) else "healthy"]
-        entry = (float(row[self.score]), self._counter, {"row": row, "ct": ct, "map": anomaly})
+        entry = (float(row[self.score]), self._counter, row)
         self._counter += 1
         if len(heap) < self.per_group:
             heapq.heappush(heap, entry)
         elif entry[0] > heap[0][0]:
             heapq.heapreplace(heap, entry)
 
-    def write(self, out_dir: Path) -> list[Path]:
+    def write(
+        self, out_dir: Path, load: Callable[[dict[str, Any]], tuple[np.ndarray, np.ndarray]]
+    ) -> list[Path]:
+        """Draw the picks; `load(row)` gives the slice's CT (model scale) and its map."""
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for group, heap in self._heaps.items():
-            for rank, (_, _, item) in enumerate(sorted(heap, key=lambda e: -e[0])):
-                row = item["row"]
+            for rank, (_, _, row) in enumerate(sorted(heap, key=lambda e: -e[0])):
                 labels = [name for name in LABELS[:-1] if int(row[name])] or ["healthy"]
                 title = (
                     f"{group} #{rank + 1}: {row['image_id']} ({row['series_uid']}, k={row['slice_index']})"
                     f" - {', '.join(labels)} - {self.score} {row[self.score]:.3f}"
                 )
                 path = out_dir / f"{group}_{rank + 1:02d}_{row['image_id']}.png"
-                save_overlay(path, item["ct"], item["map"], title)
+                ct, anomaly = load(row)
+                save_overlay(path, ct, anomaly, title)
                 written.append(path)
         return written
 
 
-# -- the whole run ---------------------------------------------------------------------
+# -- one part of the run: series computed into a store ---------------------------------
+
+
+@dataclasses.dataclass
+class PartResult:
+    """What one part did: series computed now, series found done, and its wall time."""
+
+    computed: list[str]
+    reused: list[str]
+    seconds: float
+    forwards: int
+    device: str
+
+
+def series_fingerprints(
+    manifest: pd.DataFrame,
+    uids: Sequence[str],
+    run_fp: str,
+    *,
+    root: Path,
+    nifti_dir: Path | None,
+    canvas: int | None,
+    img_size: int,
+    reads_hu: bool = False,
+) -> dict[str, str]:
+    """The fingerprint of each series in `uids` (its inputs under this run's settings).
+
+    With `reads_hu` (the HU baseline, the HU gate) the HU volume's bytes are an input too.
+    """
+    by_series = dict(list(manifest.groupby("series_uid", sort=True)))
+    prints = {}
+    for uid in uids:
+        rows = by_series[uid]
+        n_slices = int(rows["n_slices"].iloc[0])
+        affine = series_affine(uid, nifti_dir, canvas, img_size, n_slices)
+        series_run = run_fp
+        if reads_hu and nifti_dir is not None:
+            series_run += shards.file_digest(Path(nifti_dir) / f"{uid}.nii.gz")
+        prints[uid] = shards.series_fingerprint(series_run, rows, root, affine)
+    return prints
+
+
+def series_score_rows(rows: pd.DataFrame, images: SeriesImages, maps: np.ndarray) -> pd.DataFrame:
+    """The series' rows of scores.csv: one per used slice, in slice order."""
+    out = []
+    for pos, (_, meta) in enumerate(rows[rows["use"]].iterrows()):
+        row = {key: meta[key] for key in ("image_id", "series_uid", "patient_id", "split")}
+        row["slice_index"] = int(meta["slice_index"])
+        row.update(slice_scores(maps[pos], images.brain[pos] > 0))
+        row.update({label: int(meta[label]) for label in LABELS})
+        out.append(row)
+    return pd.DataFrame(out, columns=list(SCORES_COLUMNS))
+
+
+def run_part(
+    manifest: pd.DataFrame,
+    module,
+    settings: DetectSettings,
+    *,
+    store: shards.SeriesStore,
+    fingerprints: dict[str, str],
+    run_fp: str = "",
+    numerics: str = "",
+    root: Path = Path("."),
+    nifti_dir: Path | None = None,
+    canvas: int | None = None,
+    bf16: bool = True,
+    channels_last: bool = True,
+    compile: bool = False,
+    part_label: str = "0/1",
+) -> PartResult:
+    """Detect every series of `fingerprints` not yet done in `store`; each lands there whole.
+
+    `module` may be a callable returning the module, so that a part with nothing left
+    to do never loads the model. A series counts as done when its record has the same
+    fingerprint and the same `numerics` (device type, precision, ...): results of one
+    run are never computed half one way, half another.
+    """
+    pending = [
+        uid for uid in sorted(fingerprints) if not store.is_done(uid, fingerprints[uid], numerics)
+    ]
+    reused = [uid for uid in sorted(fingerprints) if uid not in set(pending)]
+    if not pending:
+        return PartResult([], reused, 0.0, 0, "")
+    if settings.needs_hu and (nifti_dir is None or canvas is None):
+        raise ValueError(
+            f"strategy {settings.strategy.name} / hu_gate {settings.hu_gate}: the HU volumes "
+            "(nifti_dir) and the png canvas are needed"
+        )
+    by_series = dict(list(manifest.groupby("series_uid", sort=True)))
+    if settings.strategy.needs_model:
+        module = (
+            module() if callable(module) and not isinstance(module, torch.nn.Module) else module
+        )
+        img_size = int(module.config.model.input_size)
+        precision = "bf16" if bf16 else "fp32"
+        runner = UNetRunner(
+            module, precision=precision, channels_last=channels_last, compile=compile
+        )
+        sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
+        torch_device = runner.device
+    else:  # the HU baseline: no model; the image size from the PNGs themselves
+        first = by_series[pending[0]]["image_path"].iloc[0]
+        img_size = manifest_png_size(root / str(first))
+        runner, sampler, torch_device = None, None, torch.device("cpu")
+    device = describe_device(torch_device)
+    start_all = time.perf_counter()
+    for uid in tqdm(
+        pending, desc=f"detect series (part {part_label})", unit="series", disable=None
+    ):
+        start = time.perf_counter()
+        series_rows = by_series[uid]
+        images = load_series_images(series_rows, root, img_size)
+        plan = plan_series(images, settings)
+        expected = expected_forwards(plan, sampler, settings.strategy) if sampler else 0
+        before = runner.forwards if runner else 0
+        fractions = None
+        if settings.needs_hu:
+            band = settings.gate_band if settings.strategy.needs_model else settings.baseline_band
+            fractions = hu.series_band_fractions(
+                hu.load_hu_volume(nifti_dir, uid), images.slice_index, band, canvas, img_size
+            )
+        with tqdm(total=expected, desc=f"  {uid}", unit="img", leave=False, disable=None) as bar:
+            if runner:
+                runner.progress = bar
+            generator = series_generator(torch_device, settings.seed, uid)
+            maps = series_maps(images, sampler, settings, generator, plan, fractions)
+            if runner:
+                runner.progress = None
+        counted = (runner.forwards if runner else 0) - before
+        if counted != expected:
+            raise RuntimeError(
+                f"{uid}: counted {counted} UNet images but the plan needs "
+                f"{expected}: the sampler and Strategy.forwards_per_image disagree"
+            )
+        n_slices = int(series_rows["n_slices"].iloc[0])
+        data = series_volume(maps, images.slice_index, n_slices)
+        affine = series_affine(uid, nifti_dir, canvas, img_size, n_slices)
+        record = {
+            "series_uid": uid,
+            "fingerprint": fingerprints[uid],
+            "run_fingerprint": run_fp,
+            "numerics": numerics,
+            "seconds": time.perf_counter() - start,
+            "forwards": expected,
+            "slices": len(images.slice_index),
+            "slices_empty_brain": int((images.brain.sum(axis=(1, 2)) == 0).sum()),
+            "device": device,
+            "part": part_label,
+        }
+        scores = series_score_rows(series_rows, images, maps)
+        store.write(uid, nib.Nifti1Image(data, affine), scores, record)
+    seconds = time.perf_counter() - start_all
+    return PartResult(pending, reused, seconds, runner.forwards if runner else 0, device)
+
+
+# -- the merge: the stage's outputs from the stores ------------------------------------
 
 
 @dataclasses.dataclass
@@ -359,92 +518,57 @@ class RunResult:
     metrics: dict[str, Any]
 
 
-def run_detection(
+SCORES_DTYPES = {"image_id": str, "series_uid": str, "patient_id": str, "split": str}
+
+
+def merge_detections(
     manifest: pd.DataFrame,
-    module,
+    located: dict[str, shards.Located],
     settings: DetectSettings,
     *,
     out_dir: Path,
     root: Path = Path("."),
-    nifti_dir: Path | None = None,
-    canvas: int | None = None,
     n_overlays: int = 8,
-    bf16: bool = True,
-    channels_last: bool = True,
-    compile: bool = False,
 ) -> RunResult:
-    """Detect on every series of `manifest`; write ``<uid>.nii.gz`` and overlays into `out_dir`.
+    """Maps into `out_dir`, overlays, and the scores table and metrics, from the stores.
 
     The caller writes ``scores.csv`` and the metrics (it owns the atomic directory).
-    `nifti_dir` + `canvas` give each map the source volume's affine on the model grid;
-    without them the affine is the identity scaled to nothing (a bare voxel grid).
     """
-    if settings.needs_hu and (nifti_dir is None or canvas is None):
-        raise ValueError(
-            f"strategy {settings.strategy.name} / hu_gate {settings.hu_gate}: the HU volumes "
-            "(nifti_dir) and the png canvas are needed"
-        )
-    if settings.strategy.needs_model:
-        img_size = int(module.config.model.input_size)
-        precision = "bf16" if bf16 else "fp32"
-        runner = UNetRunner(
-            module, precision=precision, channels_last=channels_last, compile=compile
-        )
-        sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
-        device = runner.device
-    else:  # the HU baseline: no model, the image size from the PNGs themselves
-        img_size = _png_size(root / str(manifest["image_path"].iloc[0]))
-        runner, sampler, device = None, None, torch.device("cpu")
     picker = OverlayPicker(n_overlays // 2)
-    rows: list[dict[str, Any]] = []
-    per_series_seconds: list[float] = []
-    expected_total = 0
-    empty_brain = 0
-    groups = list(manifest.groupby("series_uid", sort=True))
-    start_all = time.perf_counter()
-    for uid, series_rows in tqdm(groups, desc="detect series", unit="series", disable=None):
-        start = time.perf_counter()
-        images = load_series_images(series_rows, root, img_size)
-        plan = plan_series(images, settings)
-        expected = expected_forwards(plan, sampler, settings.strategy) if sampler else 0
-        expected_total += expected
-        empty_brain += int((images.brain.sum(axis=(1, 2)) == 0).sum())
-        fractions = None
-        if settings.needs_hu:
-            band = settings.gate_band if settings.strategy.needs_model else settings.baseline_band
-            hu_volume = hu.load_hu_volume(nifti_dir, uid)
-            fractions = hu.series_band_fractions(
-                hu_volume, images.slice_index, band, canvas, img_size
-            )
-        with tqdm(total=expected, desc=f"  {uid}", unit="img", leave=False, disable=None) as bar:
-            if runner:
-                runner.progress = bar
-            generator = series_generator(device, settings.seed, uid)
-            maps = series_maps(images, sampler, settings, generator, plan, fractions)
-            if runner:
-                runner.progress = None
-        n_slices = int(series_rows["n_slices"].iloc[0])
-        data = series_volume(maps, images.slice_index, n_slices)
-        affine = series_affine(uid, nifti_dir, canvas, img_size, n_slices)
-        nib.save(nib.Nifti1Image(data, affine), out_dir / f"{uid}.nii.gz")
-        used = series_rows[series_rows["use"]]
-        for pos, (_, meta) in enumerate(used.iterrows()):
-            row = {key: meta[key] for key in ("image_id", "series_uid", "patient_id", "split")}
-            row["slice_index"] = int(meta["slice_index"])
-            row.update(slice_scores(maps[pos], images.brain[pos] > 0))
-            row.update({label: int(meta[label]) for label in LABELS})
-            rows.append(row)
-            picker.offer(row, images.image[pos], maps[pos])
-        per_series_seconds.append(time.perf_counter() - start)
-    seconds_total = time.perf_counter() - start_all
-    forwards = runner.forwards if runner else 0
-    if forwards != expected_total:
-        raise RuntimeError(
-            f"counted {forwards} UNet images but the plan needs {expected_total}: the sampler "
-            "and Strategy.forwards_per_image disagree"
+    frames = []
+    for uid in sorted(located):
+        store = located[uid].store
+        shards.link_or_copy(store.map_path(uid), out_dir / f"{uid}.nii.gz")
+        frame = pd.read_csv(store.scores_path(uid), dtype=SCORES_DTYPES)
+        if list(frame.columns) != list(SCORES_COLUMNS) or set(frame["series_uid"]) - {uid}:
+            raise shards.MergeError(f"{store.scores_path(uid)}: not the score rows of series {uid}")
+        frames.append(frame)
+    scores = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORES_COLUMNS)
+    )
+    duplicated = scores["image_id"][scores["image_id"].duplicated()]
+    if len(duplicated):
+        raise shards.MergeError(f"image IDs scored twice: {list(duplicated[:5])}")
+    for row in scores.to_dict("records"):
+        picker.offer(row)
+    paths = manifest.set_index("image_id")["image_path"]
+    img_size = (
+        nib.load(out_dir / f"{scores['series_uid'].iloc[0]}.nii.gz").shape[0] if len(scores) else 0
+    )
+
+    def load(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        ct = (
+            manifest.read_png(root / paths[row["image_id"]], img_size).astype(np.float32) / 127.5
+            - 1
         )
-    picker.write(out_dir / "overlays")
-    scores = pd.DataFrame(rows, columns=list(SCORES_COLUMNS))
+        volume_data = np.asarray(nib.load(out_dir / f"{row['series_uid']}.nii.gz").dataobj)
+        return ct, volume.slice_image(volume_data, int(row["slice_index"]))
+
+    picker.write(out_dir / "overlays", load)
+    records = [located[uid].record for uid in sorted(located)]
+    seconds = [float(r["seconds"]) for r in records]
+    forwards = sum(int(r["forwards"]) for r in records)
+    seconds_total = float(sum(seconds))
     n_used = len(scores)
     metrics = {
         "strategy": settings.strategy.name,
@@ -454,15 +578,18 @@ def run_detection(
         "forwards_total": forwards,
         "forwards_per_slice": forwards / n_used if n_used else 0.0,
         "forwards_per_second": forwards / seconds_total if seconds_total > 0 else 0.0,
-        "seconds_per_series": float(np.mean(per_series_seconds)) if per_series_seconds else 0.0,
+        "seconds_per_series": float(np.mean(seconds)) if seconds else 0.0,
         "seconds_total": seconds_total,
-        "series": len(groups),
+        "series": len(records),
         "slices": n_used,
         "slices_not_used": int((~manifest["use"]).sum()),
-        "slices_empty_brain": empty_brain,
-        "device": describe_device(device),
+        "slices_empty_brain": sum(int(r["slices_empty_brain"]) for r in records),
+        "device": ", ".join(sorted({r["device"] for r in records})),
         "img_size": img_size,
-        "sizes_px": ",".join(str(s) for s in scaled_sizes(settings.sizes_at_256, img_size)),
+        "sizes_px": ",".join(str(s) for s in scaled_sizes(settings.sizes_at_256, img_size))
+        if img_size
+        else "",
+        "parts": len({r["part"] for r in records}),
     }
     return RunResult(scores=scores, metrics=metrics)
 
@@ -482,8 +609,9 @@ def series_affine(
     return model_grid_affine(header.affine, header.shape, canvas, img_size)
 
 
-def _png_size(path: Path) -> int:
-    return int(manifest.read_png(path).shape[1])
+def manifest_png_size(path: Path) -> int:
+    """Side of a (square) model-grid PNG of the manifest."""
+    return int(manifest.read_png(path).shape[0])
 
 
 def describe_device(device: torch.device) -> str:

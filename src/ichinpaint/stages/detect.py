@@ -9,6 +9,12 @@ Writes <out>/<series_uid>.nii.gz (float32, model grid, data[col, row, k]),
 <out>/scores.csv (one row per used slice), <out>/overlays/*.png, and <metrics>.
 The study's settings: --strategy repaint --ddim_steps 50 --sizes 8 16 32 64 --offsets
 (see docs/detection.md for the defaults and why).
+
+Resumable and shardable by series: each finished series is kept in --work
+(<uid>.nii.gz, .csv, .json with a fingerprint of the settings, model and inputs), so a
+re-run skips finished series. `--num_parts K --part_id i` (or torchrun's ranks) computes
+one part of the series and stops; the run without parts (or `--merge_only`) computes what
+is left and merges everything into --out, refusing missing or duplicated series.
 """
 
 from __future__ import annotations
@@ -17,13 +23,10 @@ import argparse
 from pathlib import Path
 
 from ichinpaint import params as p
+from ichinpaint.fastattention import ATTENTION_CHOICES
 from ichinpaint.io import atomic_dir, write_csv, write_json
 
 STRATEGY_CHOICES = ("repaint", "partial", "onestep", "hu_threshold")
-
-
-# What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
-# --metrics report is an ordinary output.
 HEADLINE = {"images": "slices", "s_per_series": "seconds_per_series"}
 
 
@@ -51,9 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="data/detections", help="output directory (replaced whole)"
     )
-    parser.add_argument(
-        "--metrics", default="metrics/reports/detect.json", help="speed and counts (JSON)"
-    )
+    parser.add_argument("--metrics", default="metrics/detect.json", help="speed and counts (JSON)")
     # -- params.yaml `detect` --
     parser.add_argument(
         "--strategy",
@@ -171,10 +172,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the UNet (pays a compile time; worth it on GPU for big runs)",
     )
     parser.add_argument(
+        "--attention",
+        default="einsum",
+        choices=ATTENTION_CHOICES,
+        help="einsum: mediffusion's attention; sdpa: torch's scaled_dot_product_attention "
+        "(same result within rounding, faster on GPU)",
+    )
+    parser.add_argument(
         "--n_overlays",
         type=int,
         default=8,
         help="overlay PNGs: half the highest-scoring bleed slices, half the highest-scoring healthy ones",
+    )
+
+    # -- orchestration (not params: they change where and when, never the result) --
+    parser.add_argument(
+        "--work",
+        nargs="+",
+        default=[],
+        help="series stores: a run writes finished series into the first; the merge reads "
+        "all (several when nodes wrote separate folders). Default: <out>.parts",
+    )
+    parser.add_argument(
+        "--num_parts", type=int, default=1, help="split the series into this many parts"
+    )
+    parser.add_argument(
+        "--part_id",
+        type=int,
+        default=0,
+        help="the part this process computes (0..num_parts-1); with num_parts > 1 it does not merge",
+    )
+    parser.add_argument(
+        "--merge_only",
+        action="store_true",
+        help="compute nothing: merge the stores into --out, refusing missing or duplicated series",
+    )
+    parser.add_argument(
+        "--dist_timeout_h",
+        type=float,
+        default=72.0,
+        help="torchrun: hours rank 0 waits for the other ranks before merging",
     )
 
 
@@ -202,16 +239,12 @@ def check_args(args: argparse.Namespace) -> None:
         p.require(low < high, f"--{name} {low:g} {high:g}: LOW must be below HIGH")
 
 
-def run(args: argparse.Namespace) -> str:
-    from ichinpaint.detection.runner import (
-        DetectSettings,
-        pick_device,
-        read_manifest,
-        run_detection,
-    )
+def build_settings(args: argparse.Namespace):
+    from ichinpaint.detection.runner import DetectSettings
     from ichinpaint.detection.strategies import Strategy
-    from ichinpaint.model import load_inpainter
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
     strategy = Strategy(
         name=args.strategy,
         ddim_steps=args.ddim_steps,
@@ -220,7 +253,7 @@ def run(args: argparse.Namespace) -> str:
         jump_n_sample=args.jump_n_sample,
         noise_levels=tuple(args.noise_levels),
     )
-    settings = DetectSettings(
+    return DetectSettings(
         strategy=strategy,
         sizes_at_256=tuple(args.sizes),
         offsets=args.offsets,
@@ -232,33 +265,158 @@ def run(args: argparse.Namespace) -> str:
         gate_band=tuple(args.gate_hu),
         baseline_band=tuple(args.baseline_hu),
     )
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
+
+
+def result_params(args: argparse.Namespace, settings) -> dict:
+    """The params that define a series' result (with the model and the inputs)."""
+    import dataclasses
+
+    return {"settings": dataclasses.asdict(settings), "canvas": args.canvas if args.nifti else None}
+
+
+def numerics(args: argparse.Namespace, device) -> str:
+    """How the numbers were computed: same result up to rounding, but never mixed in one run."""
+    import json
+
+    on_cuda = device.type == "cuda"
+    return json.dumps(
+        {
+            "device_type": device.type,
+            "bf16": bool(args.bf16 and on_cuda),  # the CPU always runs float32
+            "channels_last": args.channels_last,
+            "compile": args.compile,
+            "attention": args.attention,
+        },
+        sort_keys=True,
+    )
+
+
+def store_dirs(args: argparse.Namespace) -> list[Path]:
+    out = Path(args.out)
+    return [Path(p) for p in args.work] or [out.with_name(f"{out.name}.parts")]
+
+
+def run(args: argparse.Namespace) -> str:
+    import json
+
+    from ichinpaint.detection import shards
+    from ichinpaint.detection.runner import (
+        manifest_png_size,
+        pick_device,
+        read_manifest,
+        run_part,
+        series_fingerprints,
+    )
+    from ichinpaint.fastattention import use_attention
+    from ichinpaint.model import InpainterSpec, config_path_for, load_inpainter
+
+    settings = build_settings(args)
+    part = shards.resolve_part(args.num_parts, args.part_id)
     manifest = read_manifest(args.slices, args.splits)
     if manifest.empty:
         raise ValueError(f"{args.slices}: no slices in splits {args.splits}")
-    module = None
-    if strategy.needs_model:
-        module, _ = load_inpainter(args.model, device=pick_device(args.device))
+    device = pick_device(args.device)
+    if part.torchrun and device.type == "cuda" and device.index is None:
+        device = torch_device(f"cuda:{part.local_rank % cuda_device_count()}")
+    root = Path(args.root)
+    if settings.strategy.needs_model:
+        model_files = [Path(args.model), config_path_for(args.model)]
+        for path in model_files:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no model (run `dvc repro train`)")
+        img_size = InpainterSpec.from_dict(json.loads(model_files[1].read_text())["spec"]).img_size
+    else:  # the HU baseline reads no model: its result does not depend on one
+        model_files = []
+        img_size = manifest_png_size(root / str(manifest["image_path"].iloc[0]))
+    run_fp = shards.run_fingerprint(result_params(args, settings), model_files)
+    nifti_dir = Path(args.nifti) if args.nifti else None
+    stores = [shards.SeriesStore(p) for p in store_dirs(args)]
+    all_uids = sorted(manifest["series_uid"].unique())
+    mine = [] if args.merge_only else shards.select_part(all_uids, part.num_parts, part.part_id)
+    context = {
+        "root": root,
+        "nifti_dir": nifti_dir,
+        "canvas": args.canvas,
+        "img_size": img_size,
+        "reads_hu": settings.needs_hu,
+    }
+    done, prints = None, None
+    if mine:
+        stores[0].clean_temporaries(None if part.num_parts == 1 else mine)
+        prints = series_fingerprints(manifest, mine, run_fp, **context)
+
+        def load_module():
+            module, _ = load_inpainter(args.model, device=device)
+            use_attention(module.model, args.attention)
+            return module
+
+        done = run_part(
+            manifest, load_module, settings, store=stores[0], fingerprints=prints,
+            run_fp=run_fp, numerics=numerics(args, device), root=root, nifti_dir=nifti_dir, canvas=args.canvas,
+            bf16=args.bf16, channels_last=args.channels_last, compile=args.compile,
+            part_label=part.label,
+        )  # fmt: skip
+    part_summary = (
+        f"part {part.label}: {len(done.computed)} series computed, {len(done.reused)} already done"
+        if done
+        else "merge only"
+    )
+    if part.torchrun:
+        wait_for_all_ranks(args.dist_timeout_h)
+    merges = args.merge_only or part.num_parts == 1 or (part.torchrun and part.part_id == 0)
+    if not merges:
+        return f"{part_summary} in {stores[0].root} (merge: the same command without parts)"
+    known = prints if mine == all_uids else None
+    return merge(args, manifest, stores, run_fp, settings, context, part_summary, known)
+
+
+def merge(args, manifest, stores, run_fp, settings, context, part_summary, known=None) -> str:
+    """Build --out and the metrics from the stores; `known` = fingerprints already computed."""
+    from ichinpaint.detection import shards
+    from ichinpaint.detection.runner import merge_detections, series_fingerprints
+
+    shards.clean_stale_outputs(args.out)
+    all_uids = sorted(manifest["series_uid"].unique())
+    expected = known or series_fingerprints(manifest, all_uids, run_fp, **context)
+    located = shards.locate_series(stores, expected)
     with atomic_dir(args.out) as tmp:
-        result = run_detection(
-            manifest,
-            module,
-            settings,
-            out_dir=tmp,
-            root=Path(args.root),
-            nifti_dir=Path(args.nifti) if args.nifti else None,
-            canvas=args.canvas,
+        result = merge_detections(
+            manifest, located, settings, out_dir=tmp, root=context["root"],
             n_overlays=args.n_overlays,
-            bf16=args.bf16,
-            channels_last=args.channels_last,
-            compile=args.compile,
-        )
+        )  # fmt: skip
         write_csv(tmp / "scores.csv", result.scores)
     write_json(args.metrics, result.metrics)
     m = result.metrics
     return (
-        f"{m['series']} series, {m['slices']} slices, {m['strategy_detail']}: "
+        f"{part_summary}; {m['series']} series, {m['slices']} slices, {m['strategy_detail']}: "
         f"{m['forwards_per_slice']:.0f} UNet images/slice, {m['forwards_per_second']:.1f} img/s, "
         f"{m['seconds_per_series']:.1f} s/series on {m['device']}"
     )
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def wait_for_all_ranks(timeout_h: float) -> None:
+    """torchrun: every rank has written its part; rank 0 merges after this barrier.
+
+    gloo, whatever the device: the only collective is this barrier, and parts can finish
+    hours apart, hence the long timeout.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=timeout_h))
+    dist.barrier()
+    dist.destroy_process_group()
