@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ichinpaint import grid, manifest, volume
+from ichinpaint import grid, volume
+from ichinpaint import manifest as slices_manifest  # `manifest` is the table below
 from ichinpaint.constants import LABELS
 from ichinpaint.detection import hu, shards
 from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
@@ -50,8 +51,8 @@ SCORES_COLUMNS: tuple[str, ...] = (
 
 def read_manifest(path: str | Path, splits: Sequence[str]) -> pd.DataFrame:
     """The png stage's slices.csv restricted to `splits`, every series complete, sorted."""
-    table = manifest.read(path, manifest.FOR_DETECTION, splits=splits)
-    manifest.check_complete_series(table, path)
+    table = slices_manifest.read(path, slices_manifest.FOR_DETECTION, splits=splits)
+    slices_manifest.check_complete_series(table, path)
     return table.sort_values(["series_uid", "slice_index"]).reset_index(drop=True)
 
 
@@ -71,10 +72,10 @@ def load_series_images(rows: pd.DataFrame, root: Path, img_size: int) -> SeriesI
     used = rows[rows["use"]]
 
     def model_scale(column: str) -> np.ndarray:
-        stack = [manifest.read_png(root / p, img_size) for p in used[column]]
+        stack = [slices_manifest.read_png(root / p, img_size) for p in used[column]]
         return np.stack(stack).astype(np.float32) / 127.5 - 1 if stack else _empty(img_size)
 
-    masks = [manifest.read_mask(root / p, img_size) for p in used["mask_path"]]
+    masks = [slices_manifest.read_mask(root / p, img_size) for p in used["mask_path"]]
     brain = np.stack(masks).astype(np.float32) if masks else _empty(img_size)
     return SeriesImages(
         image=model_scale("image_path"),
@@ -558,7 +559,8 @@ def merge_detections(
 
     def load(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         ct = (
-            manifest.read_png(root / paths[row["image_id"]], img_size).astype(np.float32) / 127.5
+            slices_manifest.read_png(root / paths[row["image_id"]], img_size).astype(np.float32)
+            / 127.5
             - 1
         )
         volume_data = np.asarray(nib.load(out_dir / f"{row['series_uid']}.nii.gz").dataobj)
@@ -611,7 +613,7 @@ def series_affine(
 
 def manifest_png_size(path: Path) -> int:
     """Side of a (square) model-grid PNG of the manifest."""
-    return int(manifest.read_png(path).shape[0])
+    return int(slices_manifest.read_png(path).shape[0])
 
 
 def describe_device(device: torch.device) -> str:

@@ -54,7 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", default="data/detections", help="output directory (replaced whole)"
     )
-    parser.add_argument("--metrics", default="metrics/detect.json", help="speed and counts (JSON)")
+    parser.add_argument(
+        "--metrics", default="metrics/reports/detect.json", help="speed and counts (JSON)"
+    )
     # -- params.yaml `detect` --
     parser.add_argument(
         "--strategy",
@@ -228,12 +230,20 @@ PARAM_RULES = {
     "seed": p.SEED,
     "splits": p.one_of(("train", "val", "test")),
     "n_overlays": p.at_least(0),
+    "work": p.maybe_empty(p.Rule(lambda v: bool(str(v).strip()), "a folder path")),
+    "num_parts": p.at_least(1),
+    "part_id": p.at_least(0),
+    "dist_timeout_h": p.greater_than(0),
     "gate_hu": p.between(-1100, 4000),
     "baseline_hu": p.between(-1100, 4000),
 }
 
 
 def check_args(args: argparse.Namespace) -> None:
+    p.require(
+        args.part_id < args.num_parts,
+        f"--part_id {args.part_id} must be below --num_parts {args.num_parts}",
+    )
     for name in ("gate_hu", "baseline_hu"):
         low, high = getattr(args, name)
         p.require(low < high, f"--{name} {low:g} {high:g}: LOW must be below HIGH")
