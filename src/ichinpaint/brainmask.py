@@ -215,7 +215,7 @@ def threshold_brain_mask(
     smooth_mm: float = 1.0,
     opening_mm: float = 3.0,
     closing_mm: float = 2.0,
-    edge_mm: float = 4.0,
+    edge_mm: float = 6.0,
     hu_range: tuple[float, float] = BRAIN_HU_RANGE,
     bone_hu: float = BONE_HU,
 ) -> np.ndarray:
