@@ -387,16 +387,20 @@ def run_detection(
     bf16: bool = True,
     channels_last: bool = True,
     compile: bool = False,
+    net=None,
 ) -> RunResult:
     """Detect on every series of `manifest`; write ``<uid>.nii.gz`` and overlays into `out_dir`.
 
     The caller writes ``scores.csv`` and the metrics (it owns the atomic directory).
     `nifti_dir` + `canvas` give each map the source volume's affine on the model grid;
     without them the affine is the identity scaled to nothing (a bare voxel grid).
+    `net` runs the UNet on another backend (see `UNetRunner`).
     """
     img_size = int(module.config.model.input_size)
     precision = "bf16" if bf16 else "fp32"
-    runner = UNetRunner(module, precision=precision, channels_last=channels_last, compile=compile)
+    runner = UNetRunner(
+        module, precision=precision, channels_last=channels_last, compile=compile, net=net
+    )
     sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
     picker = OverlayPicker(n_overlays // 2)
     rows: list[dict[str, Any]] = []

@@ -6,7 +6,9 @@ as healthy by the trained inpainter, conditioned on the brain mask, the neighbou
 slices and everything outside the hidden squares; |original - re-painted| in
 brain-window units (1.0 = 80 HU) is the anomaly map, combined over sizes and shifts.
 Writes <out>/<series_uid>.nii.gz (float32, model grid, data[col, row, k]),
-<out>/scores.csv (one row per used slice), <out>/overlays/*.png, and <metrics>.
+<out>/scores.csv (one row per used slice), <out>/overlays/*.png, <out>/settings.json
+(the settings and the model's hash, copied into models/decision.json by evaluate) and
+<metrics>. --backend onnxruntime runs the UNet from the ONNX export (CPU).
 The study's settings: --strategy repaint --ddim_steps 50 --sizes 8 16 32 64 --offsets
 (see docs/detection.md for the defaults and why).
 """
@@ -132,6 +134,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the UNet (pays a compile time; worth it on GPU for big runs)",
     )
     parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="run the UNet in torch or in onnxruntime (CPU; needs `ichinpaint export-onnx`, "
+        "the .onnx beside --model)",
+    )
+    parser.add_argument(
         "--n_overlays",
         type=int,
         default=8,
@@ -140,6 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> str:
+    from ichinpaint.detection.record import file_sha256, settings_record
     from ichinpaint.detection.runner import (
         DetectSettings,
         pick_device,
@@ -148,6 +158,7 @@ def run(args: argparse.Namespace) -> str:
     )
     from ichinpaint.detection.strategies import Strategy
     from ichinpaint.model import load_inpainter
+    from ichinpaint.onnxunet import onnx_net, onnx_path_for
 
     strategy = Strategy(
         name=args.strategy,
@@ -170,7 +181,9 @@ def run(args: argparse.Namespace) -> str:
     manifest = read_manifest(args.slices, args.splits)
     if manifest.empty:
         raise ValueError(f"{args.slices}: no slices in splits {args.splits}")
-    module, _ = load_inpainter(args.model, device=pick_device(args.device))
+    device = pick_device("cpu" if args.backend == "onnxruntime" else args.device)
+    module, spec = load_inpainter(args.model, device=device)
+    net = onnx_net(onnx_path_for(args.model)) if args.backend == "onnxruntime" else None
     with atomic_dir(args.out) as tmp:
         result = run_detection(
             manifest,
@@ -184,8 +197,16 @@ def run(args: argparse.Namespace) -> str:
             bf16=args.bf16,
             channels_last=args.channels_last,
             compile=args.compile,
+            net=net,
         )
         write_csv(tmp / "scores.csv", result.scores)
+        record = settings_record(
+            settings,
+            canvas=args.canvas,
+            img_size=spec.img_size,
+            model_sha256=file_sha256(args.model),
+        )
+        write_json(tmp / "settings.json", record)
     write_json(args.metrics, result.metrics)
     m = result.metrics
     return (

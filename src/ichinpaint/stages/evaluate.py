@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ichinpaint.evaluation.decision import decision_from_evaluation, write_decision
 from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
 from ichinpaint.evaluation.thresholds import MODES
@@ -119,6 +120,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--submission", type=Path, default=Path("data/submission.csv"), help="Kaggle-format CSV"
     )
+    parser.add_argument(
+        "--decision",
+        type=Path,
+        default=Path("models/decision.json"),
+        help="the decision artifact predict applies (thresholds, post-processing, calibrator)",
+    )
 
 
 def run(args: argparse.Namespace) -> str:
@@ -149,6 +156,7 @@ def run(args: argparse.Namespace) -> str:
         root=args.root,
     )
     m = run_evaluation(paths, settings)
+    write_decision(args.decision, decision_from_evaluation(paths, settings, m))
 
     def fmt(key: str) -> str:
         value = m.get(key)
