@@ -57,7 +57,7 @@ def sop_instance_uid(path: str | Path) -> str | None:
     try:
         with dicom.quiet_pydicom():
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-        value = str(ds.get("SOPInstanceUID", "") or "").strip()
+            value = str(ds.get("SOPInstanceUID", "") or "").strip()
     except Exception:  # noqa: BLE001 - an unreadable file is reported by read_header
         return None
     return value if _SAFE_ID.match(value) else None
