@@ -76,7 +76,9 @@ def read_input_headers(paths: list[str]) -> list[tuple]:
 
 def scan_inputs(folder: str | Path, n_jobs: int = 1) -> pd.DataFrame:
     """One row per file: FILE_COLUMNS; `reason` empty for a usable image."""
-    paths = [str(p) for p in list_input_files(folder)]
+    paths = [
+        str(p.resolve()) for p in list_input_files(folder)
+    ]  # absolute: the app reads them back
     chunks = chunked(paths, n_jobs)
     results = io.parallel_map(
         read_input_headers,

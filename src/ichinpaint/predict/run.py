@@ -170,6 +170,13 @@ def run_predict(
         "params_hash": params_hash(decision, model_sha, options),
         "backend": options.backend,
     }
+    decision_used = {
+        "threshold_mode": decision.thresholds["mode"],
+        "pixel_threshold": float(decision.thresholds["pixel_threshold"]),
+        "slice_threshold": float(decision.thresholds["slice_threshold"]),
+        "reduction": decision.reduction,
+        "calibration": decision.calibrator.procedure,
+    }
     files = inputs.scan_inputs(input_dir, n_jobs=options.n_jobs)
     with io.atomic_dir(out_dir) as tmp:
         work = tmp / "work"
@@ -221,7 +228,7 @@ def run_predict(
         io.write_csv(tmp / "slices.csv", slices)
         io.write_csv(tmp / "series.csv", series)
         io.write_csv(tmp / "files.csv", file_status)
-        counts = summarise(file_status, series, slices, provenance)
+        counts = {**summarise(file_status, series, slices, provenance), **decision_used}
         submission = None
         if kaggle_submission:
             submission, sub_counts = build_submission(
