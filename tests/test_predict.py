@@ -44,6 +44,8 @@ def predicted(tmp_path_factory):
         "1",
         "--device",
         "cpu",
+        "--chunk_series",
+        "2",  # 4 series: two rounds of prepare + detect through one work folder
     ]
     assert cli.main(argv) == 0
     return {"root": root, "out": out, "submission": submission, "data": data, "argv": argv}
@@ -57,6 +59,7 @@ def test_every_file_is_accounted_for(predicted):
     assert counts["files_total"] == (
         counts["files_scored"] + counts["files_skipped"] + counts["files_in_refused_series"]
     )
+    assert not (out / "work").exists()  # intermediate volumes and PNGs are not kept
     skipped = files[files["status"] == "skipped"]
     assert (skipped["reason"] != "").all()
     assert "unreadable_header" in set(skipped["reason"])  # notes.txt

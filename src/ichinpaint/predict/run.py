@@ -54,6 +54,7 @@ class PredictOptions:
     max_overlays: int = 8
     n_jobs: int = 1
     keep_work: bool = False
+    chunk_series: int = 32  # series prepared and detected together (bounds the work folder)
     allow_other_model: bool = False
 
 
@@ -135,6 +136,54 @@ def predicted_manifest(prepared: list[dict[str, Any]]) -> pd.DataFrame:
     return manifest
 
 
+def detect_and_find(
+    manifest: pd.DataFrame,
+    work: Path,
+    series_dir: Path,
+    module,
+    decision: Decision,
+    options: PredictOptions,
+    *,
+    net,
+    provenance: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Detection (the detect stage's runner) then the decision, for the series of `manifest`."""
+    from ichinpaint.detection.record import settings_from_record
+    from ichinpaint.detection.runner import run_detection
+
+    if manifest.empty:
+        return []
+    (work / "detections").mkdir(parents=True, exist_ok=True)
+    run_detection(
+        manifest,
+        module,
+        settings_from_record(decision.detect, options.batch_size),
+        out_dir=work / "detections",
+        nifti_dir=prepare.nifti_dir(work),
+        canvas=decision.canvas,
+        n_overlays=0,
+        bf16=options.bf16,
+        channels_last=options.channels_last,
+        net=net,
+    )
+    tasks = [
+        findings.SeriesFindingsTask(
+            series_uid=str(uid),
+            rows=rows,
+            detection=work / "detections" / f"{uid}.nii.gz",
+            hu_volume=prepare.nifti_dir(work) / f"{uid}.nii.gz",
+            out_dir=series_dir / str(uid),
+            decision=decision,
+            provenance=provenance,
+            max_overlays=options.max_overlays,
+        )
+        for uid, rows in manifest.groupby("series_uid", sort=True)
+    ]
+    return io.parallel_map(
+        findings.series_findings, tasks, n_jobs=options.n_jobs, desc="findings", unit="series"
+    )
+
+
 def params_hash(decision: Decision, model_sha256: str, options: PredictOptions) -> str:
     """One hash of what decides the findings: model, decision, preprocessing choices."""
     content = {
@@ -156,12 +205,9 @@ def run_predict(
     kaggle_submission: str | Path | None = None,
 ) -> dict[str, Any]:
     """Predict on every series of `input_dir` into `out_dir` (replaced whole); returns the counts."""
-    from ichinpaint.detection.record import settings_from_record
-    from ichinpaint.detection.runner import run_detection
     from ichinpaint.onnxunet import onnx_net, onnx_path_for
 
     decision, module, model_sha = load_checked(options)
-    settings = settings_from_record(decision.detect, options.batch_size)
     net = onnx_net(onnx_path_for(options.model)) if options.backend == "onnxruntime" else None
     provenance = {
         "model": str(options.model),
@@ -181,43 +227,25 @@ def run_predict(
     with io.atomic_dir(out_dir) as tmp:
         work = tmp / "work"
         tasks, refused = series_tasks(files, work, decision, options)
-        prepared = io.parallel_map(
-            prepare.prepare_series, tasks, n_jobs=options.n_jobs, desc="prepare", unit="series"
-        )
-        manifest = predicted_manifest(prepared)
-        if len(manifest):
-            (work / "detections").mkdir(parents=True, exist_ok=True)
-            run_detection(
-                manifest,
-                module,
-                settings,
-                out_dir=work / "detections",
-                nifti_dir=prepare.nifti_dir(work),
-                canvas=decision.canvas,
-                n_overlays=0,
-                bf16=options.bf16,
-                channels_last=options.channels_last,
-                net=net,
+        prepared, found = [], []
+        # A chunk of series at a time: stage_2_test's thousands of series never sit in
+        # the work folder (HU volumes, masks, PNGs, model-grid maps) all at once.
+        for first in range(0, len(tasks), options.chunk_series):
+            chunk = io.parallel_map(
+                prepare.prepare_series,
+                tasks[first : first + options.chunk_series],
+                n_jobs=options.n_jobs,
+                desc=f"prepare series {first + 1}-{min(first + options.chunk_series, len(tasks))}"
+                f" of {len(tasks)}",
+                unit="series",
             )
-        found = io.parallel_map(
-            findings.series_findings,
-            [
-                findings.SeriesFindingsTask(
-                    series_uid=uid,
-                    rows=rows,
-                    detection=work / "detections" / f"{uid}.nii.gz",
-                    hu_volume=prepare.nifti_dir(work) / f"{uid}.nii.gz",
-                    out_dir=tmp / "series" / uid,
-                    decision=decision,
-                    provenance=provenance,
-                    max_overlays=options.max_overlays,
-                )
-                for uid, rows in manifest.groupby("series_uid", sort=True)
-            ],
-            n_jobs=options.n_jobs,
-            desc="findings",
-            unit="series",
-        )
+            prepared += chunk
+            found += detect_and_find(
+                predicted_manifest(chunk), work, tmp / "series", module, decision, options,
+                net=net, provenance=provenance,
+            )  # fmt: skip
+            if not options.keep_work:
+                shutil.rmtree(work, ignore_errors=True)
         slices = (
             pd.concat([f["slices"] for f in found], ignore_index=True)
             if found
@@ -236,8 +264,6 @@ def run_predict(
             )
             counts.update(sub_counts, submission=str(kaggle_submission), fill_rule=FILL_RULE)
         io.write_json(tmp / "predict.json", counts)
-        if not options.keep_work:
-            shutil.rmtree(work, ignore_errors=True)
     if submission is not None:  # after the output folder is in place (it may lie inside it)
         io.write_csv(kaggle_submission, submission)
     return counts

@@ -66,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--n_jobs", type=int, default=-1, help="processes for per-series work")
     parser.add_argument(
+        "--chunk_series",
+        type=int,
+        default=32,
+        help="series prepared and detected together (bounds the temporary work folder)",
+    )
+    parser.add_argument(
         "--keep_work",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> str:
         max_overlays=args.max_overlays,
         n_jobs=args.n_jobs,
         keep_work=args.keep_work,
+        chunk_series=args.chunk_series,
         allow_other_model=args.allow_other_model,
     )
     counts = run_predict(
