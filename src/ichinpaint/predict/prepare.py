@@ -65,9 +65,7 @@ def prepare_series(task: SeriesTask) -> dict[str, Any]:
         vol = dicom.load_series(list(task.paths), spacing_tolerance=task.spacing_tolerance)
     except dicom.SeriesRefused as exc:
         return {**result, "reason": exc.reason, "detail": exc.detail}
-    # load_series names slices by file name; use the SOPInstanceUIDs, in its (stable) order.
-    order = np.argsort(np.asarray(task.positions, dtype=float), kind="stable")
-    vol.image_ids = [task.image_ids[i] for i in order]
+    vol.image_ids = image_ids_in_volume_order(task, vol)
     volume_path = write_volume(task, vol)
     masking.mask_one_series(
         volume_path,
@@ -86,6 +84,25 @@ def prepare_series(task: SeriesTask) -> dict[str, Any]:
         min_fraction=task.min_fraction,
     )
     return {**result, "status": "written", "rows": rows, "gantry_tilt_deg": vol.gantry_tilt_deg}
+
+
+def image_ids_in_volume_order(task: SeriesTask, vol: dicom.SeriesVolume) -> list[str]:
+    """The SOPInstanceUIDs of the volume's slices (load_series names them by file name).
+
+    Matched by file name when names are unique in the series, else by the same stable
+    sort on the header positions that load_series uses.
+    """
+    names = [dicom.image_id_from_path(p) for p in task.paths]
+    if len(set(names)) == len(names):
+        by_name = dict(zip(names, task.image_ids, strict=True))
+        return [by_name[name] for name in vol.image_ids]
+    order = np.argsort(np.asarray(task.positions, dtype=float), kind="stable")
+    if len(order) != len(vol.image_ids):
+        raise ValueError(
+            f"series {task.series_uid}: {len(vol.image_ids)} slices stacked from "
+            f"{len(order)} files with repeated names; cannot tell which file is which"
+        )
+    return [task.image_ids[i] for i in order]
 
 
 def write_volume(task: SeriesTask, vol: dicom.SeriesVolume) -> Path:

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n_slices", type=int, default=16, help="5 mm axial slices per series")
     parser.add_argument("--matrix", type=int, default=256, help="image rows and columns")
     parser.add_argument(
-        "--hemorrhage_fraction", type=float, default=0.5, help="share of series with bleeds"
+        "--hemorrhage_fraction", type=float, default=0.67, help="share of series with bleeds"
     )
     parser.add_argument(
         "--seed", type=int, default=1000, help="generator seed (differ from synthesize's)"
