@@ -6,7 +6,10 @@ through each backend at a few batch sizes, and the largest |difference| between 
 Torch runs with channels_last as detection does; onnxruntime with its CPU provider.
 Both use every thread torch is given (``torch.get_num_threads()``).
 
-    .venv/bin/python benchmarks/bench_onnx.py [--seconds 3] [--batches 1 16 64]
+    .venv/bin/python benchmarks/bench_onnx.py [--seconds 3] [--batches 1 8 64] [--study]
+
+``--study`` adds the study's 125 M-parameter model at 256 px (export and parity
+included; a few minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -36,6 +39,14 @@ def default_spec() -> model.InpainterSpec:
     )
 
 
+# The study's model (mediffusion defaults at 256 px), as in bench_detect.py.
+STUDY_SPEC = model.InpainterSpec(
+    img_size=256,
+    model_channels=128,
+    channel_mult=(1, 1, 2, 2, 4, 4),
+    num_res_blocks=2,
+    attention_resolutions=(8, 16, 32),
+)
 MID_SPEC = model.InpainterSpec(
     img_size=128, model_channels=64, channel_mult=(1, 2, 2, 4), attention_resolutions=(8,)
 )
@@ -88,6 +99,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per cell")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--skip-mid", action="store_true", help="only the default model")
+    parser.add_argument(
+        "--study", action="store_true", help="also the study's 125 M model at batch 1 (minutes)"
+    )
     args = parser.parse_args()
     print(f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print("| model | batch | torch img/s | onnxruntime img/s | ort / torch | max abs diff |")
@@ -96,6 +110,9 @@ def main() -> None:
         print(row, flush=True)
     if not args.skip_mid:
         for row in bench("mid", MID_SPEC, [b for b in args.batches if b <= 8] or [1], args.seconds):
+            print(row, flush=True)
+    if args.study:
+        for row in bench("study", STUDY_SPEC, [1], args.seconds):
             print(row, flush=True)
 
 
