@@ -94,3 +94,36 @@ def test_export_stage_writes_beside_the_checkpoint(tmp_path):
     model.save_inpainter(ckpt, module.state_dict(), spec)
     assert cli.main(["export-onnx", "--model", str(ckpt)]) == 0
     assert (tmp_path / "inpainter.onnx").is_file()
+
+
+def test_detect_stage_with_the_onnxruntime_backend_writes_the_torch_maps(tmp_path):
+    import json
+
+    import nibabel as nib
+    from test_detect import CANVAS, write_dataset
+
+    module, spec = tiny_inpainter(16)
+    with torch.no_grad():  # non-zero output layer, so the network's output matters
+        for p in module.model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    write_dataset(tmp_path)
+    ckpt = tmp_path / "models/inpainter.ckpt"
+    model.save_inpainter(ckpt, module.state_dict(), spec)
+    assert cli.main(["export-onnx", "--model", str(ckpt)]) == 0
+    maps = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        argv = [
+            "detect", "--slices", str(tmp_path / "data/processed/slices.csv"), "--model", str(ckpt),
+            "--nifti", str(tmp_path / "data/interim/nifti"), "--canvas", str(CANVAS),
+            "--root", str(tmp_path), "--out", str(out), "--metrics", str(tmp_path / f"{backend}.json"),
+            "--sizes", "64", "--batch_size", "16", "--n_overlays", "0", "--backend", backend,
+            "--device", "cpu",
+        ]  # fmt: skip
+        assert cli.main(argv) == 0
+        maps[backend] = {p.name: np.asarray(nib.load(p).dataobj) for p in out.glob("*.nii.gz")}
+        settings = json.loads((out / "settings.json").read_text())
+        assert settings["sizes"] == [64] and len(settings["model_sha256"]) == 64
+    assert maps["torch"].keys() == maps["onnxruntime"].keys() and maps["torch"]
+    for name, torch_map in maps["torch"].items():
+        assert np.abs(torch_map - maps["onnxruntime"][name]).max() <= 1e-4
