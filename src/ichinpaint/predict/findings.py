@@ -182,6 +182,15 @@ def render_overlay(
     return image
 
 
+def on_grid(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A NIfTI on the HU volume's grid, with its header conventions (sform exact, tilt kept)."""
+    image = nib.Nifti1Image(data, affine)
+    image.header.set_xyzt_units("mm")
+    image.header.set_sform(affine, code="scanner")
+    image.header.set_qform(affine, code="scanner")
+    return image
+
+
 def overlay_slices(table: pd.DataFrame, max_overlays: int) -> pd.DataFrame:
     """The flagged slices by decreasing score, or the top-scoring used one when none is."""
     if max_overlays <= 0:
@@ -211,12 +220,12 @@ def series_findings(task: SeriesFindingsTask) -> dict[str, Any]:
     table = table[list(SLICE_COLUMNS)]
 
     task.out_dir.mkdir(parents=True, exist_ok=True)
-    anomaly_image = nib.Nifti1Image(volume.stack_slices(maps).astype(np.float32), hu_image.affine)
-    nib.save(anomaly_image, task.out_dir / "anomaly.nii.gz")
+    affine = hu_image.affine
     nib.save(
-        nib.Nifti1Image(components.astype(np.uint16), hu_image.affine),
-        task.out_dir / "detections.nii.gz",
+        on_grid(volume.stack_slices(maps).astype(np.float32), affine),
+        task.out_dir / "anomaly.nii.gz",
     )
+    nib.save(on_grid(components.astype(np.uint16), affine), task.out_dir / "detections.nii.gz")
     write_csv(task.out_dir / "slices.csv", table)
 
     threshold = float(d.thresholds["pixel_threshold"])

@@ -4,8 +4,9 @@ The `predict` stage needs a folder of DICOM files without labels to run on in th
 default (synthetic) pipeline. This writes a few synthetic series with the embedded
 generator (`ichinpaint.synthetic.write_dataset`, a seed of its own so no series is
 shared with the training data), then keeps only the DICOM files, flat in <out>/:
-no label CSV, no ground truth, as Kaggle ships stage_2_test. With --source other than
-"synthetic" only <out>/SKIPPED.txt is written (point data.test_dir at stage_2_test).
+no label CSV, no ground truth, as Kaggle ships stage_2_test. It is written whatever
+data.source is: on real data it is a small smoke test of predict (drop the
+`synthetic_test` entry of data.test_sets to skip it; add stage_2_test there).
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=1000, help="generator seed (differ from synthesize's)"
-    )
-    parser.add_argument(
-        "--source", default="synthetic", help='data.source: anything but "synthetic" skips'
     )
     parser.add_argument("--out", default="data/raw/synthetic_test", help="output folder (replaced)")
 
@@ -60,12 +58,6 @@ def write_unlabelled(
 def run(args: argparse.Namespace) -> str:
     out = Path(args.out)
     with io.atomic_dir(out) as tmp:
-        if args.source != "synthetic":
-            (tmp / "SKIPPED.txt").write_text(
-                f"No synthetic test folder: data.source is {args.source!r}.\n"
-                "Point data.test_dir at Kaggle's stage_2_test/ (see docs/predict.md).\n"
-            )
-            return f"skipped: data.source is {args.source!r}"
         n = write_unlabelled(
             tmp,
             n_patients=args.n_patients,
