@@ -19,12 +19,30 @@ from predict_fixtures import (
 from ichinpaint import cli
 from ichinpaint.constants import LABELS
 
+LONELY_SERIES, LONELY_IMAGE = "ID_10ne1y0001", "ID_10ne1y0002"
+
+
+def write_lonely_slice(folder):
+    """A copy of one slice as a series of its own: it cannot be stacked (single_slice)."""
+    import pydicom
+
+    from ichinpaint.dicom import quiet_pydicom
+
+    source = next(p for p in sorted(folder.rglob("img_*")))
+    with quiet_pydicom():
+        ds = pydicom.dcmread(source)
+        ds.SeriesInstanceUID = LONELY_SERIES
+        ds.SOPInstanceUID = LONELY_IMAGE
+        ds.file_meta.MediaStorageSOPInstanceUID = LONELY_IMAGE
+        ds.save_as(folder / "lonely.dcm")
+
 
 @pytest.fixture(scope="module")
 def predicted(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     data = write_test_like_folder(root / "stage_2_test", root / "scratch")
     (root / "stage_2_test" / "notes.txt").write_text("not a DICOM file\n")
+    write_lonely_slice(root / "stage_2_test")
     model_path = write_model(root)
     decision = write_decision_for(root, model_path)
     out = root / "out"
@@ -55,7 +73,7 @@ def test_every_file_is_accounted_for(predicted):
     out, data = predicted["out"], predicted["data"]
     counts = json.loads((out / "predict.json").read_text())
     files = pd.read_csv(out / "files.csv", keep_default_na=False)
-    assert len(files) == data["n_files"] + 1  # + notes.txt
+    assert len(files) == data["n_files"] + 2  # + notes.txt and the lonely slice
     assert counts["files_total"] == (
         counts["files_scored"] + counts["files_skipped"] + counts["files_in_refused_series"]
     )
@@ -64,6 +82,11 @@ def test_every_file_is_accounted_for(predicted):
     assert (skipped["reason"] != "").all()
     assert "unreadable_header" in set(skipped["reason"])  # notes.txt
     assert "corrupt_pixel_data" in set(skipped["reason"])  # the truncated-file quirk
+    series = pd.read_csv(out / "series.csv", keep_default_na=False).set_index("series_uid")
+    assert tuple(series.loc[LONELY_SERIES, ["status", "reason"]]) == ("refused", "single_slice")
+    lonely = files[files["image_id"] == LONELY_IMAGE].iloc[0]
+    assert (lonely["status"], lonely["reason"]) == ("series_refused", "single_slice")
+    assert counts["not_scored_single_slice"] == 1
     # image IDs come from the headers, not from the (meaningless) file names
     scored = files[files["status"] == "scored"]
     assert set(scored["image_id"]) <= set(data["image_ids"])
@@ -121,7 +144,8 @@ def test_kaggle_submission_covers_every_input_image(predicted):
     submission = pd.read_csv(predicted["submission"])
     data = predicted["data"]
     assert list(submission.columns) == ["ID", "Label"]
-    assert len(submission) == 6 * (len(data["image_ids"]) + 1)  # + notes.txt's file name
+    # + notes.txt (its file name) and the lonely slice (its SOPInstanceUID)
+    assert len(submission) == 6 * (len(data["image_ids"]) + 2)
     ids = submission["ID"].str.rsplit("_", n=1).str[0]
     assert set(data["image_ids"]) <= set(ids)
     labels = submission["ID"].str.rsplit("_", n=1).str[1]
@@ -132,7 +156,13 @@ def test_kaggle_submission_covers_every_input_image(predicted):
         counts["submission_images"]
         == counts["submission_images_scored"] + counts["submission_images_filled"]
     )
-    assert counts["submission_images_filled"] >= 2  # the truncated file and notes.txt
+    assert counts["submission_images_filled"] >= 3  # truncated file, notes.txt, lonely slice
+    filled = submission[submission["ID"].str.startswith(LONELY_IMAGE)]
+    assert filled["Label"].iloc[-1] == pytest.approx(
+        json.loads((predicted["root"] / "decision.json").read_text())["calibrator"]["prevalence"][
+            "any"
+        ]
+    )  # the documented fill rule
 
 
 def test_a_calibration_series_is_never_scored(predicted, tmp_path):

@@ -6,7 +6,9 @@ RAS affine), the nifti stage's NIfTI writer and sidecar, `masking.mask_one_serie
 (`brainmask.extract_brain`), and `export.export_series` (brain window, pad/crop to
 the canvas, area resize, mid-range filter). Only the inputs differ: files found by
 `inputs.scan_inputs` instead of a labelled slices.csv. A series that cannot be
-stacked is refused with the nifti stage's reason; nothing is guessed.
+stacked is refused with the nifti stage's reason; nothing is guessed. A series whose
+masking or export fails is refused as `prepare_failed` with the error, so one odd
+series does not stop a run over thousands.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ichinpaint.niftidir import NIFTI_SUFFIX
 
 PREDICT_SPLIT = "predict"  # the `split` of every predicted series in the manifests
 IN_CALIBRATION_SET = "in_calibration_set"  # series the decision's calibrator was fitted on
+PREPARE_FAILED = "prepare_failed"  # stacked, but masking or PNG export raised (detail says what)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,15 @@ def prepare_series(task: SeriesTask) -> dict[str, Any]:
         vol = dicom.load_series(list(task.paths), spacing_tolerance=task.spacing_tolerance)
     except dicom.SeriesRefused as exc:
         return {**result, "reason": exc.reason, "detail": exc.detail}
+    try:
+        return {**result, **mask_and_export(task, vol)}
+    except Exception as exc:  # noqa: BLE001 - one odd series must not stop thousands
+        detail = f"{type(exc).__name__}: {exc}"
+        return {**result, "reason": PREPARE_FAILED, "detail": detail}
+
+
+def mask_and_export(task: SeriesTask, vol: dicom.SeriesVolume) -> dict[str, Any]:
+    """Write the stacked volume, its brain mask and its PNGs; the manifest rows."""
     vol.image_ids = image_ids_in_volume_order(task, vol)
     volume_path = write_volume(task, vol)
     masking.mask_one_series(
@@ -83,7 +95,7 @@ def prepare_series(task: SeriesTask) -> dict[str, Any]:
         img_size=task.img_size,
         min_fraction=task.min_fraction,
     )
-    return {**result, "status": "written", "rows": rows, "gantry_tilt_deg": vol.gantry_tilt_deg}
+    return {"status": "written", "rows": rows}
 
 
 def image_ids_in_volume_order(task: SeriesTask, vol: dicom.SeriesVolume) -> list[str]:
