@@ -88,8 +88,8 @@ def bench(name: str, spec: model.InpainterSpec, batches: list[int], seconds: flo
             t_speed = images_per_second(torch_call, inputs, seconds)
             o_speed = images_per_second(ort_unet, inputs, seconds)
             rows.append(
-                f"| {name} ({n_params:.1f} M, {spec.img_size} px) | {batch} | {t_speed:.1f} | "
-                f"{o_speed:.1f} | {o_speed / t_speed:.2f} | {diff:.1e} |"
+                f"| {name} ({n_params:.1f} M, {spec.img_size} px) | {batch} | {t_speed:.3g} | "
+                f"{o_speed:.3g} | {o_speed / t_speed:.2f} | {diff:.1e} |"
             )
     return rows
 
