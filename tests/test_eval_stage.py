@@ -116,6 +116,7 @@ def run_stage(root, *extra):
         ("plots", "metrics/plots"),
         ("gallery", "metrics/gallery"),
         ("submission", "data/submission.csv"),
+        ("decision", "models/decision.json"),
     ]:
         argv += [f"--{name}", str(root / rel)]
     argv += [
@@ -224,6 +225,36 @@ def test_a_test_set_without_bleeds_gives_nulls_not_crashes(tmp_path):
     assert m["test_positive_slices"] == 0
     sub = pd.read_csv(tmp_path / "data/submission.csv")
     assert sub["Label"].between(0, 1).all() and len(sub) == 16 * 6
+
+
+def test_decision_artifact_freezes_what_evaluate_chose(evaluated):
+    from ichinpaint.evaluation.decision import read_decision
+
+    root, m = evaluated
+    decision = read_decision(root / "models/decision.json")
+    assert decision.version == 1
+    assert decision.thresholds["pixel_threshold"] == pytest.approx(m["pixel_threshold"])
+    assert decision.thresholds["mode"] == m["threshold_mode"]
+    assert decision.postprocess == {
+        "erosion_px": 2,
+        "median_size": 1,
+        "min_component_px": 4,
+        "consistency_3d": False,
+    }
+    assert (decision.canvas, decision.img_size, decision.reduction) == (
+        CANVAS,
+        SIZE,
+        "score_top1pct",
+    )
+    manifest = pd.read_csv(root / "data/processed/slices.csv")
+    test = manifest[manifest["split"] == "test"]
+    # fitted on every labelled test slice, and only on those; the series are named
+    cal = decision.calibrator
+    assert cal.procedure == "heldout-test-platt"
+    assert cal.series_uids == tuple(sorted(test["series_uid"].unique()))
+    assert cal.n_slices == len(test) and cal.n_positive == int(test["any"].sum())
+    assert cal.slope > 0  # bleeds score higher than healthy slices in the hand-made case
+    assert decision.detect is None  # this hand-made case has no detect settings.json
 
 
 def test_stage_defaults_equal_params_yaml():

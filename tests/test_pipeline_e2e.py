@@ -130,6 +130,10 @@ def test_every_stage_left_its_outputs_and_status_is_clean(pipeline: Path):
         "metrics/mask.json",
         "metrics/train.json",
         "metrics/detect.json",
+        "models/decision.json",
+        "models/inpainter.onnx",
+        "data/predictions/synthetic_test/predict.json",
+        "data/predictions/synthetic_test_submission.csv",
     ):
         assert (pipeline / path).exists(), path
     filter_metrics = json.loads((pipeline / "metrics" / "reports" / "filter.json").read_text())
@@ -138,6 +142,20 @@ def test_every_stage_left_its_outputs_and_status_is_clean(pipeline: Path):
     assert headline == {"images": filter_metrics["kept"], "excluded": filter_metrics["excluded"]}
     status = _run([str(BIN / "dvc"), "status", "--json"], pipeline)
     assert json.loads(status) == {}, status
+
+
+@pytest.mark.slow
+def test_predict_stage_scores_the_unlabelled_folder(pipeline: Path):
+    import pandas as pd
+
+    counts = json.loads((pipeline / "metrics" / "predict_synthetic_test.json").read_text())
+    files = sorted((pipeline / "data/raw/synthetic_test").glob("*.dcm"))
+    assert counts["files_total"] == len(files) > 0
+    assert counts["series_scored"] == 3 and counts["files_scored"] == len(files)
+    submission = pd.read_csv(pipeline / "data/predictions/synthetic_test_submission.csv")
+    assert len(submission) == 6 * len(files) == counts["submission_rows"]
+    decision = json.loads((pipeline / "models" / "decision.json").read_text())
+    assert decision["detect"]["model_sha256"] == counts["model_sha256"]
 
 
 @pytest.mark.slow

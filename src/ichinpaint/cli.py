@@ -46,11 +46,15 @@ COMMANDS: dict[str, str] = {
     "detect": "inpaint every test slice on the grid and write anomaly maps",
     "evaluate": "choose thresholds on healthy validation, post-process, measure",
     "app": "serve the review app (Streamlit) on the pipeline's outputs",
+    "export-onnx": "export the inpainter's UNet to ONNX beside its checkpoint",
+    "synthesize-test": "write a small unlabelled synthetic folder (stage_2_test-like) for predict",
+    "predict": "find hemorrhage in a folder of DICOM files (new studies, stage_2_test)",
 }
 
 
 def _load(name: str):
-    return importlib.import_module(f"ichinpaint.stages.{name}")
+    # `export-onnx` -> ichinpaint.stages.export_onnx
+    return importlib.import_module(f"ichinpaint.stages.{name.replace('-', '_')}")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,8 +1,9 @@
 """The review page: one CT series under the thresholding choices evaluation offers.
 
 Served by ``ichinpaint app`` (``streamlit run`` on this file; options after ``--``).
-It reads the pipeline's outputs (slice PNGs, anomaly NIfTIs, ground truth,
-params.yaml, metrics/reports/detection.json) and never runs the model. All computing is in
+It reads the pipeline's outputs (slice PNGs, anomaly NIfTIs, HU volumes for the
+native-resolution view, ground truth, params.yaml, metrics/reports/detection.json), or with
+``--predictions`` a predict output folder, and never runs the model. All computing is in
 ``ichinpaint.app.data`` (evaluate's own functions); this file is layout and caching.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ichinpaint.app import data, view
+from ichinpaint.app import data, native, predictions, view
 from ichinpaint.app.params import params_group, read_params, save_evaluate_params
 from ichinpaint.constants import SUBTYPES
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
@@ -44,6 +45,8 @@ def parse_config(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ground_truth", default="")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--n_jobs", type=int, default=1)
+    parser.add_argument("--nifti", default="data/interim/nifti")
+    parser.add_argument("--predictions", default="")
     return parser.parse_known_args(argv)[0]
 
 
@@ -272,28 +275,42 @@ def view_controls() -> float:
     )  # fmt: skip
 
 
-def show_slice(result: data.SeriesResult, decision: data.Decision, uid: str, opacity: float) -> int:
+@st.cache_data(max_entries=4, show_spinner="Reading the native CT...")
+def cached_native_ct(nifti_dir: str, uid: str, n_slices: int, stamp: tuple[float, ...]):
+    return native.native_ct(Path(nifti_dir), uid, n_slices)
+
+
+def show_slice(
+    result: data.SeriesResult,
+    decision: data.Decision,
+    uid: str,
+    opacity: float,
+    native_ct=None,
+    canvas: int = 256,
+) -> int:
+    """The slice at the CT's native resolution when its HU volume is there, else the model grid."""
     table = result.table
     n = len(table)
     start = int(table["score"].idxmax()) if table["use"].any() else 0
     k = st.slider("Slice", 0, n - 1, start, key=f"slice_{uid}") if n > 1 else 0
     vmax = max(2.0 * decision.thresholds.pixel_threshold, 0.05)
     truth = None if result.truth is None else result.truth[k]
+    if native_ct is not None:
+        shape = native_ct.shape[1:]
+        layers = native.native_layers(result.cleaned[k], result.labels[k], truth, canvas, shape)
+        ct, grid = native_ct[k], f"native {shape[1]}x{shape[0]}, map upsampled"
+    else:
+        layers = (result.cleaned[k], result.labels[k], truth)
+        ct, grid = result.ct[k], f"model grid {result.ct.shape[-1]} px (no HU volume)"
     picture = view.compose_slice(
-        result.ct[k],
-        result.cleaned[k],
-        result.labels[k],
-        truth,
-        opacity=opacity,
-        vmax=vmax,
-        scale=view.display_scale(result.ct.shape[-1]),
+        ct, *layers, opacity=opacity, vmax=vmax, scale=view.display_scale(ct.shape[-1])
     )
     row = table.iloc[k]
     bleed = [s for s in SUBTYPES if int(row[s]) == 1]
     left, right = st.columns([3, 2])
     left.image(
         picture,
-        caption=f"slice {k}: {row.image_id} — cyan: detections, red: ground truth, "
+        caption=f"slice {k}: {row.image_id} ({grid}) — cyan: detections, red: ground truth, "
         f"colour: anomaly 0–{vmax:.3f} (x 80 HU)",
         width="stretch",
     )
@@ -338,10 +355,106 @@ def show_strip(result: data.SeriesResult, decision: data.Decision, k: int) -> No
     )
 
 
+@st.cache_data(max_entries=2, show_spinner="Reading the predict folder...")
+def cached_predictions(folder: str, stamp: tuple[float, ...]):
+    return predictions.read_predictions(folder)
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the series...")
+def cached_predicted(folder: str, uid: str, stamp: tuple[float, ...]):
+    return predictions.load_predicted_series(folder, uid)
+
+
+def predictions_page(folder: Path) -> None:
+    """A predict output folder: native CT, the map and detections, probabilities per slice."""
+    try:
+        counts, series = cached_predictions(str(folder), _stamp(folder / "predict.json"))
+    except (FileNotFoundError, ValueError) as error:
+        st.error(f"{error}. Run `ichinpaint predict <dicom folder> --out {folder}` first.")
+        st.stop()
+    threshold = float(counts["pixel_threshold"])
+    st.markdown(
+        f"Predict folder `{folder}`: **{counts['series_scored']}** series scored, "
+        f"**{counts['series_flagged']}** flagged ({counts['files_skipped']} files skipped, "
+        f"{counts['series_refused']} series refused; see files.csv, series.csv). "
+        f"Decision: {counts['threshold_mode']}, pixel threshold **{threshold:.4f}**, "
+        f"calibration `{counts['calibration']}`; model `{counts['model_sha256'][:12]}`, "
+        f"params `{counts['params_hash'][:12]}`."
+    )
+    if series.empty:
+        st.warning("No scored series in this folder.")
+        st.stop()
+    labels = {
+        row.series_uid: f"{row.series_uid} — {row.flagged_slices} flagged, {row.largest_ml:.2f} mL"
+        for row in series.itertuples()
+    }
+    uid = st.sidebar.selectbox("Series", list(labels), format_func=labels.get, key="series")
+    opacity = view_controls()
+    out = folder / "series" / uid
+    try:
+        result = cached_predicted(str(folder), uid, _stamp(out / "anomaly.nii.gz"))
+    except (FileNotFoundError, ValueError) as error:
+        st.error(f"Cannot show series {uid}: {error}")
+        st.stop()
+    table, summary = result.table, result.summary
+    largest = summary.get("largest_detection") or {}
+    columns = st.columns(3)
+    columns[0].metric("Slices flagged", f"{summary['flagged_slices']} / {summary['slices']}")
+    columns[1].metric("Largest detection", f"{largest.get('volume_ml', 0.0):.2f} mL")
+    columns[2].metric("Highest p(any)", f"{summary['p_any_max']:.3f}")
+    n = len(table)
+    k = (
+        st.slider("Slice", 0, n - 1, int(table["p_any"].idxmax()), key=f"slice_{uid}")
+        if n > 1
+        else 0
+    )
+    vmax = max(2.0 * threshold, 0.05)
+    picture = view.compose_slice(
+        result.ct[k], result.anomaly[k], result.detections[k], None, opacity=opacity, vmax=vmax,
+        scale=view.display_scale(result.ct.shape[-1]),
+    )  # fmt: skip
+    row = table.iloc[k]
+    left, right = st.columns([3, 2])
+    rows, cols = result.ct.shape[1:]
+    left.image(
+        picture,
+        caption=f"slice {k}: {row.image_id} (native {cols}x{rows}) — cyan: detections, "
+        f"colour: anomaly 0–{vmax:.3f} (x 80 HU)",
+        width="stretch",
+    )
+    right.markdown(
+        f"**{row.image_id}** (slice {k} of {n})\n\n"
+        f"- p(any hemorrhage): **{row.p_any:.3f}**\n"
+        f"- used by detection: {'yes' if row.use else 'no (mid-range filter)'}\n"
+        f"- score: {row.score:.4f}; score_max {row.score_max:.4f}\n"
+        f"- detections: {int(row.n_components)} ({row.detected_area_mm2:.0f} mm²)\n"
+        f"- flagged: **{'yes' if row.predicted else 'no'}**"
+    )
+    fpr = counts["threshold_mode"] == "fpr"
+    st.image(
+        view.score_strip(
+            table.assign(any=0),
+            value_column="score" if fpr else "score_max",
+            threshold=float(counts["slice_threshold"]) if fpr else threshold,
+            threshold_label="slice threshold" if fpr else "pixel threshold",
+            current_slice=k,
+        ),
+        caption="per slice; no labels for predicted studies",
+        width="stretch",
+    )
+    with st.expander("Per-slice table"):
+        st.dataframe(table, hide_index=True)
+    with st.expander("summary.json"):
+        st.json(summary)
+
+
 def main() -> None:
     st.set_page_config(page_title="ichinpaint review", layout="wide")
     st.title("ichinpaint review")
     config = parse_config(sys.argv[1:])
+    if config.predictions:
+        predictions_page(Path(config.predictions))
+        return
     paths = app_paths(config)
     show_problems(paths)
 
@@ -403,7 +516,13 @@ def main() -> None:
     show_counts(counts)
     if counts["detections"] == 0:
         st.info("No detections on this series at these settings.")
-    k = show_slice(result, decision, uid, opacity)
+    nifti_dir = (
+        Path(config.nifti) if Path(config.nifti).is_absolute() else paths.root / config.nifti
+    )
+    native_stack = cached_native_ct(
+        str(nifti_dir), uid, len(result.table), _stamp(nifti_dir / f"{uid}.nii.gz")
+    )
+    k = show_slice(result, decision, uid, opacity, native_stack, canvas)
     show_strip(result, decision, k)
     with st.expander("Per-slice table"):
         st.dataframe(result.table, hide_index=True)

@@ -424,13 +424,15 @@ def run_part(
     channels_last: bool = True,
     compile: bool = False,
     part_label: str = "0/1",
+    net=None,
 ) -> PartResult:
     """Detect every series of `fingerprints` not yet done in `store`; each lands there whole.
 
     `module` may be a callable returning the module, so that a part with nothing left
     to do never loads the model. A series counts as done when its record has the same
     fingerprint and the same `numerics` (device type, precision, ...): results of one
-    run are never computed half one way, half another.
+    run are never computed half one way, half another. `net` runs the UNet on another
+    backend (see `UNetRunner`).
     """
     pending = [
         uid for uid in sorted(fingerprints) if not store.is_done(uid, fingerprints[uid], numerics)
@@ -451,7 +453,7 @@ def run_part(
         img_size = int(module.config.model.input_size)
         precision = "bf16" if bf16 else "fp32"
         runner = UNetRunner(
-            module, precision=precision, channels_last=channels_last, compile=compile
+            module, precision=precision, channels_last=channels_last, compile=compile, net=net
         )
         sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
         torch_device = runner.device

@@ -91,7 +91,9 @@ class UNetRunner:
     weights under autocast; ``bf16`` converts the UNet's weights to bf16 in place
     (mediffusion's GroupNorm still normalises in float32), the fastest on tensor
     cores. `channels_last` helps on CPU as well (measured in
-    benchmarks/bench_detect.py); `compile` wraps the UNet in ``torch.compile``. The
+    benchmarks/bench_detect.py); `compile` wraps the UNet in ``torch.compile``; `net`
+    replaces the module's UNet by any ``net(x_t, t, concat=...)`` (the onnxruntime
+    backend, `ichinpaint.onnxunet.onnx_net`). The
     output is always float32 so that the diffusion arithmetic (float64 schedule
     buffers) is the same whatever the precision of the network.
     """
@@ -103,7 +105,10 @@ class UNetRunner:
         precision: str = "fp32",
         channels_last: bool = True,
         compile: bool = False,
+        net=None,
     ) -> None:
+        if net is not None:  # another backend (e.g. onnxruntime): float32, inputs as given
+            precision, channels_last, compile = "fp32", False, False
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
         self.module = module
@@ -115,7 +120,10 @@ class UNetRunner:
         if channels_last:
             module.model.to(memory_format=torch.channels_last)
         self._input_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self._net = torch.compile(module.model) if compile else module.model
+        if net is not None:
+            self._net = net
+        else:
+            self._net = torch.compile(module.model) if compile else module.model
         self.forwards = 0  # images through the UNet
         self.calls = 0  # batched calls
         self.progress = None  # optional tqdm bar, advanced by images

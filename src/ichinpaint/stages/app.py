@@ -2,7 +2,8 @@
 anomaly map, the detections after post-processing and the ground truth, a strip of
 per-slice scores, and every thresholding control evaluation offers. "Save as params"
 writes the chosen `evaluate` keys to params.yaml. It reads the pipeline's outputs
-and never runs the model. Listens on 127.0.0.1 only; stop it with Ctrl-C."""
+(slices at native resolution when the HU volumes are there) or, with --predictions,
+a predict output folder, and never runs the model. Listens on 127.0.0.1 only; stop it with Ctrl-C."""
 
 from __future__ import annotations
 
@@ -17,7 +18,17 @@ from ichinpaint import params as p
 SCRIPT = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 ADDRESS = "127.0.0.1"
 # Options forwarded to the page after `--` (they name the pipeline's outputs).
-FORWARDED = ("root", "slices", "detections", "metrics", "ground_truth", "params", "n_jobs")
+FORWARDED = (
+    "root",
+    "slices",
+    "detections",
+    "metrics",
+    "ground_truth",
+    "params",
+    "n_jobs",
+    "nifti",
+    "predictions",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--params", default="params.yaml", help="params file read and written by the app"
+    )
+    parser.add_argument(
+        "--nifti",
+        default="data/interim/nifti",
+        help="HU volumes (nifti stage): the slice is shown at native resolution when present",
+    )
+    parser.add_argument(
+        "--predictions",
+        default="",
+        help="open this predict output folder instead of the pipeline's outputs",
     )
     parser.add_argument(
         "--n_jobs",

@@ -181,6 +181,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(same result within rounding, faster on GPU)",
     )
     parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="run the UNet in torch or in onnxruntime (CPU; needs `ichinpaint export-onnx`, "
+        "the .onnx beside --model)",
+    )
+    parser.add_argument(
         "--n_overlays",
         type=int,
         default=8,
@@ -296,6 +303,7 @@ def numerics(args: argparse.Namespace, device) -> str:
             "channels_last": args.channels_last,
             "compile": args.compile,
             "attention": args.attention,
+            "backend": args.backend,
         },
         sort_keys=True,
     )
@@ -319,13 +327,14 @@ def run(args: argparse.Namespace) -> str:
     )
     from ichinpaint.fastattention import use_attention
     from ichinpaint.model import InpainterSpec, config_path_for, load_inpainter
+    from ichinpaint.onnxunet import onnx_net, onnx_path_for
 
     settings = build_settings(args)
     part = shards.resolve_part(args.num_parts, args.part_id)
     manifest = read_manifest(args.slices, args.splits)
     if manifest.empty:
         raise ValueError(f"{args.slices}: no slices in splits {args.splits}")
-    device = pick_device(args.device)
+    device = pick_device("cpu" if args.backend == "onnxruntime" else args.device)
     if part.torchrun and device.type == "cuda" and device.index is None:
         device = torch_device(f"cuda:{part.local_rank % cuda_device_count()}")
     root = Path(args.root)
@@ -360,11 +369,13 @@ def run(args: argparse.Namespace) -> str:
             use_attention(module.model, args.attention)
             return module
 
+        net = onnx_net(onnx_path_for(args.model)) if args.backend == "onnxruntime" else None
+
         done = run_part(
             manifest, load_module, settings, store=stores[0], fingerprints=prints,
             run_fp=run_fp, numerics=numerics(args, device), root=root, nifti_dir=nifti_dir, canvas=args.canvas,
             bf16=args.bf16, channels_last=args.channels_last, compile=args.compile,
-            part_label=part.label,
+            part_label=part.label, net=net,
         )  # fmt: skip
     part_summary = (
         f"part {part.label}: {len(done.computed)} series computed, {len(done.reused)} already done"
@@ -383,6 +394,7 @@ def run(args: argparse.Namespace) -> str:
 def merge(args, manifest, stores, run_fp, settings, context, part_summary, known=None) -> str:
     """Build --out and the metrics from the stores; `known` = fingerprints already computed."""
     from ichinpaint.detection import shards
+    from ichinpaint.detection.record import file_sha256, settings_record
     from ichinpaint.detection.runner import merge_detections, series_fingerprints
 
     shards.clean_stale_outputs(args.out)
@@ -395,6 +407,14 @@ def merge(args, manifest, stores, run_fp, settings, context, part_summary, known
             n_overlays=args.n_overlays,
         )  # fmt: skip
         write_csv(tmp / "scores.csv", result.scores)
+        # What decides the maps, for evaluate's decision artifact (predict reruns it).
+        record = settings_record(
+            settings,
+            canvas=args.canvas,
+            img_size=context["img_size"],
+            model_sha256=file_sha256(args.model) if settings.strategy.needs_model else "",
+        )
+        write_json(tmp / "settings.json", record)
     write_json(args.metrics, result.metrics)
     m = result.metrics
     return (

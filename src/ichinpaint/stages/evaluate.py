@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from ichinpaint import params as p
+from ichinpaint.evaluation.decision import decision_from_evaluation, write_decision
 from ichinpaint.evaluation.normalize import MODES as NORMALIZE_MODES
 from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
@@ -152,6 +153,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--submission", type=Path, default=Path("data/submission.csv"), help="Kaggle-format CSV"
     )
+    parser.add_argument(
+        "--decision",
+        type=Path,
+        default=Path("models/decision.json"),
+        help="the decision artifact predict applies (thresholds, post-processing, calibrator)",
+    )
 
 
 # Ranges of the settings above, checked by the CLI before any work (ichinpaint.params).
@@ -202,6 +209,7 @@ def run(args: argparse.Namespace) -> str:
     )
     with staged_outputs():  # metrics, plots, gallery and submission appear together
         m = run_evaluation(paths, settings)
+        write_decision(args.decision, decision_from_evaluation(paths, settings, m))
 
     def fmt(key: str) -> str:
         value = m.get(key)
