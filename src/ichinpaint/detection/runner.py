@@ -598,6 +598,55 @@ def merge_detections(
     return RunResult(scores=scores, metrics=metrics)
 
 
+def run_detection(
+    manifest: pd.DataFrame,
+    module,
+    settings: DetectSettings,
+    *,
+    out_dir: Path,
+    root: Path = Path("."),
+    nifti_dir: Path | None = None,
+    canvas: int | None = None,
+    n_overlays: int = 0,
+    bf16: bool = True,
+    channels_last: bool = True,
+    compile: bool = False,
+    net=None,
+) -> RunResult:
+    """Every series of `manifest` in this process, maps and overlays into `out_dir`.
+
+    The library entry for callers that own their folder (predict, benchmarks): the same
+    per-series computation and merge as the detect stage, through a throw-away store.
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    store = shards.SeriesStore(out_dir / ".series")
+    if settings.strategy.needs_model:
+        img_size = int(module.config.model.input_size)
+    else:
+        img_size = manifest_png_size(Path(root) / str(manifest["image_path"].iloc[0]))
+    run_fp = shards.run_fingerprint(
+        {"settings": dataclasses.asdict(settings), "canvas": canvas}, []
+    )
+    uids = sorted(manifest["series_uid"].unique())
+    prints = series_fingerprints(
+        manifest, uids, run_fp, root=Path(root), nifti_dir=nifti_dir, canvas=canvas,
+        img_size=img_size, reads_hu=settings.needs_hu,
+    )  # fmt: skip
+    run_part(
+        manifest, module, settings, store=store, fingerprints=prints, run_fp=run_fp,
+        root=Path(root), nifti_dir=nifti_dir, canvas=canvas, bf16=bf16,
+        channels_last=channels_last, compile=compile, net=net,
+    )  # fmt: skip
+    located = shards.locate_series([store], prints)
+    result = merge_detections(
+        manifest, located, settings, out_dir=out_dir, root=Path(root), n_overlays=n_overlays
+    )
+    shutil.rmtree(store.root)
+    return result
+
+
 def series_affine(
     uid: str, nifti_dir: Path | None, canvas: int | None, img_size: int, n_slices: int
 ) -> np.ndarray:

@@ -28,10 +28,10 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from ichinpaint import manifest as slices_manifest
 from ichinpaint import volume
 from ichinpaint.constants import LABELS
 from ichinpaint.evaluation.decision import Decision
-from ichinpaint.evaluation.pipeline import read_mask_png
 from ichinpaint.evaluation.postprocess import erode_mask, load_detection, postprocess_series
 from ichinpaint.io import write_csv, write_json
 from ichinpaint.scores import SCORE_NAMES, slice_scores
@@ -206,7 +206,7 @@ def series_findings(task: SeriesFindingsTask) -> dict[str, Any]:
     d = task.decision
     rows = task.rows.sort_values("slice_index").reset_index(drop=True)
     anomaly = load_detection(task.detection)
-    masks = np.stack([read_mask_png(Path(p)) for p in rows["mask_path"]])
+    masks = np.stack([slices_manifest.read_mask(Path(p)) for p in rows["mask_path"]])
     cleaned, labels, eroded = apply_decision(anomaly, masks, d)
     table = slice_table(rows, cleaned, labels, eroded, d)
 

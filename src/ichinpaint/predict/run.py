@@ -26,9 +26,9 @@ from typing import Any
 import pandas as pd
 
 from ichinpaint import io
+from ichinpaint import manifest as slices_manifest
 from ichinpaint.constants import LABELS
 from ichinpaint.evaluation.decision import Decision, read_decision
-from ichinpaint.export import MANIFEST_COLUMNS
 from ichinpaint.predict import findings, inputs, prepare
 from ichinpaint.predict.submission import FILL_RULE, build_submission
 
@@ -129,7 +129,7 @@ def series_tasks(
 def predicted_manifest(prepared: list[dict[str, Any]]) -> pd.DataFrame:
     """The png manifest of the written series, as detection reads it (labels unknown: 0)."""
     rows = [row for result in prepared for row in result["rows"]]
-    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS[: -len(LABELS)]))
+    manifest = pd.DataFrame(rows, columns=list(slices_manifest.COLUMNS[: -len(LABELS)]))
     for label in LABELS:
         manifest[label] = 0
     manifest["use"] = manifest["use"].astype(bool)

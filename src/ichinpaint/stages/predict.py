@@ -18,6 +18,13 @@ from pathlib import Path
 
 from ichinpaint.io import write_json
 
+# What `dvc metrics show` prints (--headline); the whole count is the --metrics report.
+HEADLINE = {
+    "images": "files_scored",
+    "skipped": "files_skipped",
+    "series_flagged": "series_flagged",
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="folder of DICOM files (searched recursively)")
@@ -34,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="also write a Kaggle submission CSV here (every input image, six rows each)",
     )
-    parser.add_argument("--metrics", default="", help="also write the counts here (JSON)")
+    parser.add_argument(
+        "--metrics", default="metrics/reports/predict.json", help="the run's counts (JSON)"
+    )
     parser.add_argument(
         "--backend", default="torch", choices=("torch", "onnxruntime"), help="UNet runtime"
     )
@@ -118,8 +127,7 @@ def run(args: argparse.Namespace) -> str:
     counts = run_predict(
         args.input, args.out, options, kaggle_submission=args.kaggle_submission or None
     )
-    if args.metrics:
-        write_json(args.metrics, counts)
+    write_json(args.metrics, counts)
     text = (
         f"{counts['files_total']} files: {counts['files_scored']} scored, "
         f"{counts['files_skipped']} skipped, {counts['files_in_refused_series']} in refused series; "
