@@ -39,3 +39,21 @@ def slice_scores(anomaly: np.ndarray, brain_mask: np.ndarray) -> dict[str, float
     for level in AREA_LEVELS:
         scores[f"score_area_{level}"] = float((values > level).mean())
     return scores
+
+
+# A slice score from the post-processed detections (evaluate only: it needs the pixel
+# threshold and the components): slices with a surviving detection rank above every
+# slice without one, by their largest component's anomaly mass (sum of its values);
+# the others rank by their top-1% value, squeezed into [0, 1).
+COMPONENT_SCORE = "score_components"
+REDUCTIONS: tuple[str, ...] = (*SCORE_NAMES, COMPONENT_SCORE)
+
+
+def component_score(anomaly: np.ndarray, labels: np.ndarray, top1pct: float) -> float:
+    """`COMPONENT_SCORE` of one slice: 1 + largest component mass, or top1pct / (1 + top1pct)."""
+    labels = np.asarray(labels)
+    if labels.max(initial=0) > 0:
+        masses = np.bincount(labels.ravel(), weights=np.asarray(anomaly, np.float64).ravel())
+        return float(1.0 + masses[1:].max())
+    top = max(float(top1pct), 0.0)
+    return top / (1.0 + top)

@@ -36,6 +36,7 @@ import numpy as np
 
 from ichinpaint.constants import LABELS, SUBTYPES
 from ichinpaint.evaluation.calibration import smoothed_prevalence
+from ichinpaint.evaluation.normalize import Normalizer
 from ichinpaint.evaluation.thresholds import Thresholds
 from ichinpaint.io import read_json, write_json
 
@@ -139,6 +140,8 @@ class Decision:
     reduction: str
     calibrator: Calibrator
     provenance: dict[str, Any] = field(default_factory=dict)
+    # The location normaliser fitted on healthy validation (evaluation.normalize), or None.
+    normalizer: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys of later versions, kept as read
     version: int = DECISION_VERSION
 
@@ -176,6 +179,7 @@ def build_decision(
     reduction: str,
     calibrator: Calibrator,
     provenance: dict[str, Any] | None = None,
+    normalizer: dict[str, Any] | None = None,
 ) -> Decision:
     return Decision(
         canvas=int(canvas),
@@ -196,6 +200,7 @@ def build_decision(
         reduction=reduction,
         calibrator=calibrator,
         provenance=dict(provenance or {}),
+        normalizer=normalizer,
     )
 
 
@@ -218,7 +223,7 @@ def read_decision(path: str | Path) -> Decision:
     missing = [key for key in required if key not in data]
     if missing:
         raise ValueError(f"{path}: decision lacks {missing}")
-    known = {*required, "detect", "provenance", "version"}
+    known = {*required, "detect", "provenance", "version", "normalizer"}
     cal = dict(data["calibrator"])
     cal["series_uids"] = tuple(cal.get("series_uids", ()))
     try:
@@ -236,6 +241,7 @@ def read_decision(path: str | Path) -> Decision:
         reduction=str(data["reduction"]),
         calibrator=calibrator,
         provenance=dict(data.get("provenance") or {}),
+        normalizer=data.get("normalizer"),
         extra={k: v for k, v in data.items() if k not in known},
         version=int(version),
     )
@@ -263,6 +269,7 @@ def decision_from_evaluation(paths: Any, settings: Any, metrics: dict[str, Any])
     )
     frame = pipeline.read_manifest(paths.slices)
     test = frame[frame["split"] == "test"]
+    normalizer = metrics.get("location_normalizer")
     tasks = [
         pipeline.SeriesTask(
             series_uid=str(uid),
@@ -272,6 +279,7 @@ def decision_from_evaluation(paths: Any, settings: Any, metrics: dict[str, Any])
             root=paths.root,
             settings=settings,
             thresholds=thresholds,
+            normalizer=Normalizer.from_json(normalizer) if normalizer else None,
         )
         for uid, rows in test.groupby("series_uid", sort=True)
     ]
@@ -299,6 +307,7 @@ def decision_from_evaluation(paths: Any, settings: Any, metrics: dict[str, Any])
         thresholds=thresholds,
         reduction=settings.reduction,
         calibrator=calibrator,
+        normalizer=normalizer,
         provenance={
             "thresholds_chosen_on": "healthy val series",
             "val_healthy_series": metrics.get("val_healthy_series"),

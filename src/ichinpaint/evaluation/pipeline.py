@@ -32,7 +32,6 @@ from ichinpaint.constants import LABELS, SUBTYPES
 from ichinpaint.evaluation import calibration, gallery, metrics, plots, submission, truth
 from ichinpaint.evaluation.normalize import Normalizer, cell_index, fit_normalizer
 from ichinpaint.evaluation.postprocess import (
-    SCORE_NAMES,
     erode_mask,
     load_detection,
     postprocess_series,
@@ -40,6 +39,7 @@ from ichinpaint.evaluation.postprocess import (
 )
 from ichinpaint.evaluation.thresholds import HealthyValidation, Thresholds, choose_thresholds
 from ichinpaint.io import parallel_map, read_json, write_csv, write_json
+from ichinpaint.scores import COMPONENT_SCORE, REDUCTIONS, component_score
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,12 @@ def validation_values(task: SeriesTask) -> dict[str, Any]:
     for row in used.itertuples():
         k = int(row.slice_index)
         pixels.append(cleaned[k][eroded[k]])
-        scores.append(slice_scores(cleaned[k], eroded[k])[task.settings.reduction])
+        values = slice_scores(cleaned[k], eroded[k])
+        no_detections = np.zeros(cleaned[k].shape, np.int32)  # threshold inf: none exist yet
+        values[COMPONENT_SCORE] = component_score(
+            cleaned[k], no_detections, values["score_top1pct"]
+        )
+        scores.append(values[task.settings.reduction])
     values = np.concatenate(pixels) if pixels else np.zeros(0, np.float32)
     return {
         "pixels": _subsample(
@@ -219,6 +224,7 @@ def evaluate_series(task: SeriesTask) -> dict[str, Any]:
         k = int(row.slice_index)
         record = {"image_id": row.image_id, "slice_index": k}
         record.update(slice_scores(cleaned[k], eroded[k]))
+        record[COMPONENT_SCORE] = component_score(cleaned[k], labels[k], record["score_top1pct"])
         record["detected_px"] = int((labels[k] > 0).sum())
         record["n_components"] = len(np.unique(labels[k])) - 1
         record.update(_fp_kind_counts(labels[k], masks[k], mimics, row, task.settings))
@@ -322,8 +328,13 @@ def healthy_validation(frame: pd.DataFrame, paths: Paths, settings: Settings) ->
 
 def run_evaluation(paths: Paths, settings: Settings) -> dict[str, Any]:
     """Everything the stage writes; returns the metrics dict."""
-    if settings.reduction not in SCORE_NAMES:
-        raise ValueError(f"reduction must be one of {SCORE_NAMES}, got {settings.reduction!r}")
+    if settings.reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {settings.reduction!r}")
+    if settings.reduction == COMPONENT_SCORE and settings.threshold_mode != "percentile":
+        raise ValueError(
+            f"reduction {COMPONENT_SCORE} needs threshold_mode percentile: it is made of the "
+            "detections, which exist only once the pixel threshold is chosen"
+        )
     frame = read_manifest(paths.slices)
     validation = healthy_validation(frame, paths, settings)
     thresholds = choose_thresholds(
@@ -359,6 +370,8 @@ def run_evaluation(paths: Paths, settings: Settings) -> dict[str, Any]:
 
     result = {}
     result.update(_threshold_metrics(thresholds, settings, validation, val))
+    if validation.normalizer is not None:  # what predict must apply too (decision.json)
+        result["location_normalizer"] = validation.normalizer.to_json()
     result.update(_slice_metrics(test))
     result.update(_pixel_metrics(test_results, paths.plots))
     result.update(_component_metrics(test))

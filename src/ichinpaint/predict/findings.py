@@ -32,9 +32,10 @@ from ichinpaint import manifest as slices_manifest
 from ichinpaint import volume
 from ichinpaint.constants import LABELS
 from ichinpaint.evaluation.decision import Decision
+from ichinpaint.evaluation.normalize import Normalizer
 from ichinpaint.evaluation.postprocess import erode_mask, load_detection, postprocess_series
 from ichinpaint.io import write_csv, write_json
-from ichinpaint.scores import SCORE_NAMES, slice_scores
+from ichinpaint.scores import COMPONENT_SCORE, SCORE_NAMES, component_score, slice_scores
 from ichinpaint.windowing import brain_window, from_model_grid
 
 SLICE_COLUMNS: tuple[str, ...] = (
@@ -73,6 +74,8 @@ def apply_decision(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cleaned map, labelled detections, eroded masks) of a ``[k, row, col]`` series."""
     pp = decision.postprocess
+    if decision.normalizer:  # the same location normalisation evaluate chose thresholds on
+        anomaly = Normalizer.from_json(decision.normalizer).apply(anomaly, masks)
     cleaned, labels = postprocess_series(
         anomaly,
         masks,
@@ -105,6 +108,7 @@ def slice_table(
             "drop_reason": row.drop_reason if isinstance(row.drop_reason, str) else "",
         }
         record.update(slice_scores(cleaned[k], eroded[k]))
+        record[COMPONENT_SCORE] = component_score(cleaned[k], labels[k], record["score_top1pct"])
         record["detected_px"] = int((labels[k] > 0).sum())
         record["n_components"] = int(len(np.unique(labels[k])) - 1)
         records.append(record)

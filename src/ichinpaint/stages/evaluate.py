@@ -13,9 +13,9 @@ from ichinpaint import params as p
 from ichinpaint.evaluation.decision import decision_from_evaluation, write_decision
 from ichinpaint.evaluation.normalize import MODES as NORMALIZE_MODES
 from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
-from ichinpaint.evaluation.postprocess import SCORE_NAMES
 from ichinpaint.evaluation.thresholds import MODES
 from ichinpaint.io import staged_outputs
+from ichinpaint.scores import REDUCTIONS
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
@@ -81,9 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reduction",
-        choices=SCORE_NAMES,
+        choices=REDUCTIONS,
         default=d.reduction,
-        help="slice score used for ROC/AP, the fpr threshold and the probabilities",
+        help="slice score used for ROC/AP, the fpr threshold and the probabilities; "
+        "score_components: from the post-processed detections (largest component's mass; "
+        "percentile mode only)",
     )
     parser.add_argument(
         "--n_splits",
