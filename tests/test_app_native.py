@@ -59,6 +59,7 @@ def predict_folder(tmp_path_factory):
     model_path = write_model(root)
     decision = write_decision_for(root, model_path)
     argv = ["predict", str(root / "in"), "--out", str(root / "out"), "--decision", str(decision)]
+    argv += ["--metrics", str(root / "predict.json")]
     assert cli.main([*argv, "--model", str(model_path), "--n_jobs", "1", "--device", "cpu"]) == 0
     return root / "out"
 

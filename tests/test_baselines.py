@@ -120,3 +120,18 @@ def test_false_positives_are_attributed_to_what_they_lie_on():
     assert attribute_components(labels, brain, None, rim_px=2)[:2] == ["other", "rim"]
     assert set(kinds) <= set(FP_KINDS)
     assert rim_band(brain, 2).sum() == 16 * 16 - 12 * 12
+
+
+def test_component_score_ranks_detected_slices_above_the_rest():
+    from ichinpaint.scores import component_score
+
+    anomaly = np.zeros((8, 8))
+    anomaly[2:4, 2:4] = 0.5  # mass 2.0
+    anomaly[6, 6] = 3.0  # a brighter single pixel that did not survive post-processing
+    labels = np.zeros((8, 8), np.int32)
+    labels[2:4, 2:4] = 1
+    detected = component_score(anomaly, labels, top1pct=0.1)
+    assert detected == pytest.approx(3.0)  # 1 + the component's mass
+    quiet = component_score(anomaly, np.zeros_like(labels), top1pct=50.0)
+    louder = component_score(anomaly, np.zeros_like(labels), top1pct=100.0)
+    assert quiet < louder < 1.0 < detected  # no detection ranks below any detection

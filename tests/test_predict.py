@@ -58,6 +58,8 @@ def predicted(tmp_path_factory):
         str(model_path),
         "--kaggle-submission",
         str(submission),
+        "--metrics",
+        str(root / "predict.json"),
         "--n_jobs",
         "1",
         "--device",
