@@ -51,12 +51,12 @@ class Settings:
     target_fpr: float = 0.05
     # none | location: divide maps by the healthy spread at each depth and slice level,
     # learned on healthy validation series (evaluation.normalize).
-    normalize: str = "none"
+    normalize: str = "location"
     erosion_px: int = 0
     median_size: int = 3
     min_component_px: int = 4
-    consistency_3d: bool = False
-    reduction: str = "score_top1pct"
+    consistency_3d: bool = True
+    reduction: str = "score_components"
     n_splits: int = 5
     gallery_per_category: int = 3
     # Width (model pixels) of the band next to the inner table that false positives are

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--sign",
-        default="absolute",
+        default="positive",
         choices=("absolute", "positive"),
         help="absolute: |real - re-painted|; positive: only where the real slice is brighter "
         "(blood is hyperdense; cysts, atrophy and old infarcts are not)",
@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hu_gate",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="multiply the map by the share of native pixels within gate_hu (from the HU volume): "
         "differences on bone, calcification, CSF or fat count for nothing",
     )
