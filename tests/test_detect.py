@@ -180,6 +180,7 @@ def test_detect_stage_writes_the_contract(tmp_path, tiny):
         "--root", str(tmp_path), "--out", str(out), "--metrics", str(metrics_path),
         "--strategy", "onestep", "--noise_levels", "0.5", "--sizes", "32", "64",
         "--no-offsets", "--batch_size", "16", "--n_overlays", "2",
+        "--sign", "absolute", "--no-hu_gate",  # these volumes hold no HU: the study's |diff|
     ]  # fmt: skip
     assert cli.main(argv) == 0
 

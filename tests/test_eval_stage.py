@@ -124,6 +124,12 @@ def run_stage(root, *extra):
         "1",
         "--erosion_px",  # the hand-computed case has a skull-rim artefact for erosion to remove
         "2",
+        # the hand-computed case names its decision rule instead of relying on the defaults
+        "--normalize",
+        "none",
+        "--no-consistency_3d",
+        "--reduction",
+        "score_top1pct",
         "--n_splits",
         "4",
         "--gallery_per_category",

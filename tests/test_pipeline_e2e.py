@@ -148,7 +148,7 @@ def test_every_stage_left_its_outputs_and_status_is_clean(pipeline: Path):
 def test_predict_stage_scores_the_unlabelled_folder(pipeline: Path):
     import pandas as pd
 
-    counts = json.loads((pipeline / "metrics" / "predict_synthetic_test.json").read_text())
+    counts = json.loads((pipeline / "metrics/reports/predict_synthetic_test.json").read_text())
     files = sorted((pipeline / "data/raw/synthetic_test").glob("*.dcm"))
     assert counts["files_total"] == len(files) > 0
     assert counts["series_scored"] == 3 and counts["files_scored"] == len(files)

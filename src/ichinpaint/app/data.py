@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ichinpaint import manifest, names
+from ichinpaint.evaluation.normalize import Normalizer
 from ichinpaint.evaluation.pipeline import (
     Paths,
     SeriesTask,
@@ -27,13 +28,14 @@ from ichinpaint.evaluation.pipeline import (
     load_truth,
     read_manifest,
 )
-from ichinpaint.evaluation.postprocess import SCORE_NAMES, postprocess_series
+from ichinpaint.evaluation.postprocess import postprocess_series
 from ichinpaint.evaluation.thresholds import (
     HealthyValidation,
     Thresholds,
     choose_thresholds,
 )
 from ichinpaint.io import read_json
+from ichinpaint.scores import REDUCTIONS
 
 # "value": the user types the pixel threshold; it is saved as the equivalent
 # percentile of healthy validation pixels (params.yaml has no raw threshold key).
@@ -48,6 +50,7 @@ EVALUATE_KEYS: tuple[str, ...] = (
     "min_component_px",
     "consistency_3d",
     "reduction",
+    "normalize",
 )
 
 
@@ -198,14 +201,15 @@ class Choice:
     min_component_px: int = 4
     consistency_3d: bool = False
     reduction: str = "score_top1pct"
+    normalize: str = "none"  # evaluate's location normalisation (from params.yaml, not a control)
 
     def __post_init__(self) -> None:
         if self.threshold_mode not in THRESHOLD_MODES:
             raise ValueError(
                 f"threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}"
             )
-        if self.reduction not in SCORE_NAMES:
-            raise ValueError(f"reduction must be one of {SCORE_NAMES}, got {self.reduction!r}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
 
     @classmethod
     def from_params(cls, evaluate: dict[str, Any]) -> Choice:
@@ -225,6 +229,7 @@ class Choice:
             min_component_px=self.min_component_px,
             consistency_3d=self.consistency_3d,
             reduction=self.reduction,
+            normalize=self.normalize,
             canvas=canvas,
             img_size=img_size,
         )
@@ -319,6 +324,7 @@ def series_task(
     series_uid: str,
     settings: Settings,
     thresholds: Thresholds | None,
+    normalizer: Normalizer | None = None,
 ) -> SeriesTask:
     """evaluate's unit of work for one series, so the app goes through the same loaders."""
     rows = manifest[manifest["series_uid"] == series_uid]
@@ -332,6 +338,7 @@ def series_task(
         root=paths.root,
         settings=settings,
         thresholds=thresholds,
+        normalizer=normalizer,
     )
 
 
@@ -343,13 +350,14 @@ def analyse_series(
     thresholds: Thresholds,
     canvas: int,
     img_size: int,
+    normalizer: Normalizer | None = None,
 ) -> SeriesResult:
     """Scores and decisions from evaluate's `evaluate_series`; maps from `postprocess_series`.
 
     Raises FileNotFoundError when the series has no detection volume (the page says so).
     """
     settings = choice.settings(canvas, img_size)
-    task = series_task(manifest, paths, series_uid, settings, thresholds)
+    task = series_task(manifest, paths, series_uid, settings, thresholds, normalizer)
     scores = evaluate_series(task)["slices"]
     table = task.rows.merge(
         scores.drop(columns="slice_index"), on="image_id", how="left", validate="one_to_one"

@@ -21,6 +21,7 @@ import streamlit as st
 from ichinpaint.app import data, native, predictions, view
 from ichinpaint.app.params import params_group, read_params, save_evaluate_params
 from ichinpaint.constants import SUBTYPES
+from ichinpaint.evaluation.normalize import Normalizer
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
 from ichinpaint.evaluation.thresholds import HealthyValidation, Thresholds
 
@@ -98,9 +99,12 @@ def cached_validation(
     img_size: int,
     stamp: tuple[float, ...],
     n_jobs: int = 1,
+    normalize: str = "none",
 ) -> HealthyValidation:
     paths = _paths_from_key(paths_key)
-    choice = data.Choice(erosion_px=erosion_px, median_size=median_size, reduction=reduction)
+    choice = data.Choice(
+        erosion_px=erosion_px, median_size=median_size, reduction=reduction, normalize=normalize
+    )
     manifest = cached_manifest(paths_key, stamp)
     return data.pool_validation(manifest, paths, choice, canvas, img_size, n_jobs)
 
@@ -114,6 +118,7 @@ def cached_series(
     canvas: int,
     img_size: int,
     stamp: tuple[float, ...],
+    normalizer: dict[str, Any] | None = None,
 ) -> data.SeriesResult:
     paths = _paths_from_key(paths_key)
     manifest = cached_manifest(paths_key, stamp[:1])
@@ -125,6 +130,7 @@ def cached_series(
         Thresholds(*thresholds),
         canvas,
         img_size,
+        Normalizer.from_json(normalizer) if normalizer else None,
     )
 
 
@@ -222,7 +228,7 @@ def starting_choice(
     try:
         validation = cached_validation(
             paths_key, start.erosion_px, start.median_size, start.reduction, canvas, img_size,
-            stamp, n_jobs,
+            stamp, n_jobs, start.normalize,
         )  # fmt: skip
     except (FileNotFoundError, ValueError):
         return start  # the page reports this below, with the user's settings
@@ -473,11 +479,11 @@ def main() -> None:
     series = choose_series(overview)
 
     start = starting_choice(params, paths_key, canvas, img_size, stamp, config.n_jobs)
-    choice = data.Choice(**threshold_controls(start))
+    choice = replace(data.Choice(**threshold_controls(start)), normalize=start.normalize)
     try:
         validation = cached_validation(
             paths_key, choice.erosion_px, choice.median_size, choice.reduction,
-            canvas, img_size, stamp, config.n_jobs,
+            canvas, img_size, stamp, config.n_jobs, choice.normalize,
         )  # fmt: skip
         decision = data.decide(validation, choice)
     except (FileNotFoundError, ValueError) as error:
@@ -505,6 +511,7 @@ def main() -> None:
             canvas,
             img_size,
             stamp + _stamp(paths.detection(uid)),
+            validation.normalizer.to_json() if validation.normalizer else None,
         )
     except (FileNotFoundError, ValueError) as error:
         # Outputs of different runs mixed (e.g. png.img_size changed since detect ran).

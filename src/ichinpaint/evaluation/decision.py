@@ -270,18 +270,12 @@ def decision_from_evaluation(paths: Any, settings: Any, metrics: dict[str, Any])
     frame = pipeline.read_manifest(paths.slices)
     test = frame[frame["split"] == "test"]
     normalizer = metrics.get("location_normalizer")
+    chosen = {
+        "thresholds": thresholds,
+        "normalizer": Normalizer.from_json(normalizer) if normalizer else None,
+    }
     tasks = [
-        pipeline.SeriesTask(
-            series_uid=str(uid),
-            rows=rows.sort_values("slice_index").reset_index(drop=True),
-            detection=paths.detections / f"{uid}.nii.gz",
-            ground_truth=paths.ground_truth / str(uid),
-            root=paths.root,
-            settings=settings,
-            thresholds=thresholds,
-            normalizer=Normalizer.from_json(normalizer) if normalizer else None,
-        )
-        for uid, rows in test.groupby("series_uid", sort=True)
+        pipeline.with_choices(t, **chosen) for t in pipeline.series_tasks(test, paths, settings)
     ]
     results = parallel_map(
         pipeline.evaluate_series, tasks, n_jobs=settings.n_jobs, desc="calibration series"

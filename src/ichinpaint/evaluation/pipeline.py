@@ -273,7 +273,7 @@ def _fp_kind_counts(
 # ---------------------------------------------------------------- the stage
 
 
-def _series_tasks(frame: pd.DataFrame, paths: Paths, settings: Settings) -> list[SeriesTask]:
+def series_tasks(frame: pd.DataFrame, paths: Paths, settings: Settings) -> list[SeriesTask]:
     masks = truth.LesionMaskDir(paths.lesion_masks) if paths.lesion_masks else None
     tasks = []
     for uid, rows in frame.groupby("series_uid", sort=True):
@@ -296,7 +296,7 @@ def healthy_validation(frame: pd.DataFrame, paths: Paths, settings: Settings) ->
     val = frame[frame["split"] == "val"]
     sick = set(val.loc[val["any"] == 1, "series_uid"])
     healthy = val[~val["series_uid"].isin(sick) & val["use"]]
-    tasks = _series_tasks(healthy, paths, settings)
+    tasks = series_tasks(healthy, paths, settings)
     if not tasks:
         raise ValueError(
             f"{paths.slices}: no healthy validation slices with use == True to choose thresholds on"
@@ -311,7 +311,7 @@ def healthy_validation(frame: pd.DataFrame, paths: Paths, settings: Settings) ->
             np.concatenate([f["values"] for f in fit]),
             np.concatenate([f["cells"] for f in fit]),
         )
-        tasks = [_with(t, normalizer=normalizer) for t in tasks]
+        tasks = [with_choices(t, normalizer=normalizer) for t in tasks]
     parts = parallel_map(
         validation_values, tasks, n_jobs=settings.n_jobs, desc="validation series", unit="series"
     )
@@ -346,10 +346,12 @@ def run_evaluation(paths: Paths, settings: Settings) -> dict[str, Any]:
     )
     chosen = {"thresholds": thresholds, "normalizer": validation.normalizer}
     val_tasks = [
-        _with(t, **chosen) for t in _series_tasks(frame[frame["split"] == "val"], paths, settings)
+        with_choices(t, **chosen)
+        for t in series_tasks(frame[frame["split"] == "val"], paths, settings)
     ]
     test_tasks = [
-        _with(t, **chosen) for t in _series_tasks(frame[frame["split"] == "test"], paths, settings)
+        with_choices(t, **chosen)
+        for t in series_tasks(frame[frame["split"] == "test"], paths, settings)
     ]
     if not test_tasks:
         raise ValueError(f"{paths.slices}: no test series to evaluate")
@@ -390,7 +392,7 @@ def run_evaluation(paths: Paths, settings: Settings) -> dict[str, Any]:
     return result
 
 
-def _with(task: SeriesTask, **changes: Any) -> SeriesTask:
+def with_choices(task: SeriesTask, **changes: Any) -> SeriesTask:
     return SeriesTask(**{**task.__dict__, **changes})
 
 

@@ -20,10 +20,10 @@ from ichinpaint.scores import REDUCTIONS
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
 HEADLINE = {
-    "slice_auroc": "slice_auroc",
-    "slice_ap": "slice_ap",
-    "fp_per_healthy": "fp_components_per_healthy_series",
-    "pixel_auprc": "pixel_auprc",
+    "auroc": "slice_auroc",
+    "ap": "slice_ap",
+    "fp": "fp_components_per_healthy_series",  # per healthy test series
+    "auprc": "pixel_auprc",
 }
 
 

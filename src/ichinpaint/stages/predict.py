@@ -19,11 +19,7 @@ from pathlib import Path
 from ichinpaint.io import write_json
 
 # What `dvc metrics show` prints (--headline); the whole count is the --metrics report.
-HEADLINE = {
-    "images": "files_scored",
-    "skipped": "files_skipped",
-    "series_flagged": "series_flagged",
-}
+HEADLINE = {"images": "files_scored", "excluded": "files_skipped"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
