@@ -132,8 +132,8 @@ def test_every_stage_left_its_outputs_and_status_is_clean(pipeline: Path):
         "metrics/detect.json",
         "models/decision.json",
         "models/inpainter.onnx",
-        "data/predictions/synthetic_test/predict.json",
-        "data/predictions/synthetic_test_submission.csv",
+        "data/predictions/synth/predict.json",
+        "data/predictions/synth_submission.csv",
     ):
         assert (pipeline / path).exists(), path
     filter_metrics = json.loads((pipeline / "metrics" / "reports" / "filter.json").read_text())
@@ -148,11 +148,11 @@ def test_every_stage_left_its_outputs_and_status_is_clean(pipeline: Path):
 def test_predict_stage_scores_the_unlabelled_folder(pipeline: Path):
     import pandas as pd
 
-    counts = json.loads((pipeline / "metrics/reports/predict_synthetic_test.json").read_text())
+    counts = json.loads((pipeline / "metrics/reports/predict_synth.json").read_text())
     files = sorted((pipeline / "data/raw/synthetic_test").glob("*.dcm"))
     assert counts["files_total"] == len(files) > 0
     assert counts["series_scored"] == 3 and counts["files_scored"] == len(files)
-    submission = pd.read_csv(pipeline / "data/predictions/synthetic_test_submission.csv")
+    submission = pd.read_csv(pipeline / "data/predictions/synth_submission.csv")
     assert len(submission) == 6 * len(files) == counts["submission_rows"]
     decision = json.loads((pipeline / "models" / "decision.json").read_text())
     assert decision["detect"]["model_sha256"] == counts["model_sha256"]

@@ -20,7 +20,7 @@ from ichinpaint.niftidir import NIFTI_SUFFIX, list_volumes
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
-HEADLINE = {"images": "slices", "dice": "dice_mean", "lesion_inside": "lesion_inside_mask"}
+HEADLINE = {"images": "slices", "dice": "dice_mean"}  # lesion_inside_mask: in the report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

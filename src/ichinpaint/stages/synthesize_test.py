@@ -6,7 +6,7 @@ generator (`ichinpaint.synthetic.write_dataset`, a seed of its own so no series 
 shared with the training data), then keeps only the DICOM files, flat in <out>/:
 no label CSV, no ground truth, as Kaggle ships stage_2_test. It is written whatever
 data.source is: on real data it is a small smoke test of predict (drop the
-`synthetic_test` entry of data.test_sets to skip it; add stage_2_test there).
+`synth` entry of data.test_sets to skip it; add stage_2_test there).
 """
 
 from __future__ import annotations
