@@ -434,6 +434,7 @@ def run_part(
     run are never computed half one way, half another. `net` runs the UNet on another
     backend (see `UNetRunner`).
     """
+    store.root.mkdir(parents=True, exist_ok=True)  # visible from the start of the run
     pending = [
         uid for uid in sorted(fingerprints) if not store.is_done(uid, fingerprints[uid], numerics)
     ]
