@@ -87,6 +87,7 @@ def evaluate_argv(root: Path, n_jobs: int) -> list[str]:
         ("plots", "metrics/plots"),
         ("gallery", "metrics/gallery"),
         ("submission", "data/submission.csv"),
+        ("decision", "models/decision.json"),
     ]:
         argv += [f"--{name}", str(root / rel)]
     return argv
