@@ -105,7 +105,8 @@ def build(root, *, with_truth=True, test_scale=1.0, series=None):
     (root / "metrics/detect.json").write_text(json.dumps({"seconds_per_series": 12.5}))
 
 
-def run_stage(root, *extra):
+def evaluate_paths(root) -> list[str]:
+    """`ichinpaint evaluate` with every input and output inside `root` (never the repository)."""
     argv = ["evaluate", "--root", str(root), "--canvas", str(CANVAS), "--img_size", str(SIZE)]
     for name, rel in [
         ("slices", "data/processed/slices.csv"),
@@ -119,6 +120,11 @@ def run_stage(root, *extra):
         ("decision", "models/decision.json"),
     ]:
         argv += [f"--{name}", str(root / rel)]
+    return argv
+
+
+def run_stage(root, *extra):
+    argv = evaluate_paths(root)
     argv += [
         "--median_size",
         "1",

@@ -76,21 +76,7 @@ def temporaries(*dirs: Path) -> list[Path]:
 
 
 def evaluate_argv(root: Path, n_jobs: int) -> list[str]:
-    argv = ["evaluate", "--root", str(root), "--canvas", str(te.CANVAS)]
-    argv += ["--img_size", str(te.SIZE), "--n_splits", "2", "--n_jobs", str(n_jobs)]
-    for name, rel in [
-        ("slices", "data/processed/slices.csv"),
-        ("detections", "data/detections"),
-        ("detect_metrics", "metrics/detect.json"),
-        ("ground_truth", "raw/ground_truth"),
-        ("metrics", "metrics/detection.json"),
-        ("plots", "metrics/plots"),
-        ("gallery", "metrics/gallery"),
-        ("submission", "data/submission.csv"),
-        ("decision", "models/decision.json"),
-    ]:
-        argv += [f"--{name}", str(root / rel)]
-    return argv
+    return [*te.evaluate_paths(root), "--n_splits", "2", "--n_jobs", str(n_jobs)]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
