@@ -459,8 +459,7 @@ def run_part(
         sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
         torch_device = runner.device
     else:  # the HU baseline: no model; the image size from the PNGs themselves
-        first = by_series[pending[0]]["image_path"].iloc[0]
-        img_size = manifest_png_size(root / str(first))
+        img_size = manifest_png_size(manifest, root)
         runner, sampler, torch_device = None, None, torch.device("cpu")
     device = describe_device(torch_device)
     start_all = time.perf_counter()
@@ -626,7 +625,7 @@ def run_detection(
     if settings.strategy.needs_model:
         img_size = int(module.config.model.input_size)
     else:
-        img_size = manifest_png_size(Path(root) / str(manifest["image_path"].iloc[0]))
+        img_size = manifest_png_size(manifest, Path(root))
     run_fp = shards.run_fingerprint(
         {"settings": dataclasses.asdict(settings), "canvas": canvas}, []
     )
@@ -663,9 +662,9 @@ def series_affine(
     return model_grid_affine(header.affine, header.shape, canvas, img_size)
 
 
-def manifest_png_size(path: Path) -> int:
-    """Side of a (square) model-grid PNG of the manifest."""
-    return int(slices_manifest.read_png(path).shape[0])
+def manifest_png_size(manifest: pd.DataFrame, root: Path) -> int:
+    """Side of the manifest's (square) model-grid PNGs: the grid when no model says it."""
+    return int(slices_manifest.read_png(root / str(manifest["image_path"].iloc[0])).shape[0])
 
 
 def describe_device(device: torch.device) -> str:

@@ -346,7 +346,7 @@ def run(args: argparse.Namespace) -> str:
         img_size = InpainterSpec.from_dict(json.loads(model_files[1].read_text())["spec"]).img_size
     else:  # the HU baseline reads no model: its result does not depend on one
         model_files = []
-        img_size = manifest_png_size(root / str(manifest["image_path"].iloc[0]))
+        img_size = manifest_png_size(manifest, root)
     run_fp = shards.run_fingerprint(result_params(args, settings), model_files)
     nifti_dir = Path(args.nifti) if args.nifti else None
     stores = [shards.SeriesStore(p) for p in store_dirs(args)]
