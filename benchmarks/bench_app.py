@@ -24,6 +24,7 @@ from PIL import Image
 
 from ichinpaint.app import data, view
 from ichinpaint.constants import LABELS
+from ichinpaint.evaluation.settings import Settings
 from ichinpaint.volume import stack_slices
 
 
@@ -87,13 +88,19 @@ def main() -> None:
         test_uid = write_outputs(root, args.n_val, n, size)
         paths = data.AppPaths.under(root)
         manifest = data.load_manifest(paths)
-        choice = data.Choice()
+        # The page's settings when this benchmark was written: no normalisation.
+        settings = Settings(
+            normalize="none",
+            consistency_3d=False,
+            reduction="score_top1pct",
+            canvas=size,
+            img_size=size,
+        )
+        choice = data.Choice(settings)
         pooled = {}
 
         def pool() -> None:
-            pooled["v"] = data.pool_validation(
-                manifest, paths, choice, size, size, n_jobs=args.n_jobs
-            )
+            pooled["v"] = data.pool_validation(manifest, paths, settings, n_jobs=args.n_jobs)
 
         t_pool = timed(pool)
         decision = data.decide(pooled["v"], choice)
@@ -101,7 +108,7 @@ def main() -> None:
 
         def analyse() -> None:
             result["r"] = data.analyse_series(
-                manifest, paths, test_uid, choice, decision.thresholds, size, size
+                manifest, paths, test_uid, settings, decision.thresholds
             )
 
         t_series = timed(analyse)

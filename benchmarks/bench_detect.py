@@ -38,8 +38,9 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from ichinpaint import model
-from ichinpaint.detection.runner import DetectSettings, SeriesImages, detect_series, plan_grid
+from ichinpaint.detection.runner import SeriesImages, detect_series, plan_grid
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
+from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.detection.strategies import Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,15 +60,13 @@ def default_detect_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())["detect"]
 
 
+def default_settings(params: dict) -> DetectSettings:
+    """params.yaml's detect group as the stage gets it."""
+    return DetectSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+
+
 def default_strategy(params: dict) -> Strategy:
-    return Strategy(
-        name=params["strategy"],
-        ddim_steps=params["ddim_steps"],
-        start_fraction=params["start_fraction"],
-        jump_length=params["jump_length"],
-        jump_n_sample=params["jump_n_sample"],
-        noise_levels=tuple(params["noise_levels"]),
-    )
+    return default_settings(params).sampling()
 
 
 def ellipse_brain(img_size: int) -> np.ndarray:
@@ -169,15 +168,9 @@ def end_to_end(module, params: dict, n_slices: int = 14) -> None:
     images = SeriesImages(
         image, np.repeat(brain[None], n_slices, 0), image, image, list(range(n_slices))
     )
-    settings = DetectSettings(
-        default_strategy(params),
-        sizes_at_256=tuple(params["sizes"]),
-        offsets=params["offsets"],
-        combine=params["combine"],
-        batch_size=params["batch_size"],
-    )
+    settings = default_settings(params)
     runner = UNetRunner(module)
-    sampler = InpaintSampler(module.diffusion, runner, settings.strategy.ddim_steps)
+    sampler = InpaintSampler(module.diffusion, runner, settings.ddim_steps)
     start = time.perf_counter()
     detect_series(images, sampler, settings, torch.Generator(module.device).manual_seed(0))
     seconds = time.perf_counter() - start

@@ -12,8 +12,7 @@ from model_fixtures import tiny_inpainter
 from ichinpaint import model
 from ichinpaint.constants import LABELS
 from ichinpaint.detection.record import file_sha256, settings_record
-from ichinpaint.detection.runner import DetectSettings
-from ichinpaint.detection.strategies import Strategy
+from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.evaluation.decision import build_decision, fit_calibrator, write_decision
 from ichinpaint.evaluation.thresholds import Thresholds
 from ichinpaint.synthetic import write_dataset
@@ -33,17 +32,21 @@ def write_decision_for(
     folder: Path, model_path: Path, calibration_series: tuple[str, ...] = ("ID_calib00001",)
 ) -> Path:
     """A decision as evaluate would write it: a low pixel threshold so something is flagged."""
+    # The settings of the old DetectSettings defaults that this fixture did not set.
     settings = DetectSettings(
-        strategy=Strategy(name="onestep", noise_levels=(0.5,)),
-        sizes_at_256=(64,),
+        strategy="onestep",
+        noise_levels=(0.5,),
+        sizes=(64,),
         offsets=False,
         combine="max",
         batch_size=64,
         seed=0,
+        ddim_steps=50,
+        sign="absolute",
+        hu_gate=False,
+        canvas=CANVAS,
     )
-    record = settings_record(
-        settings, canvas=CANVAS, img_size=IMG_SIZE, model_sha256=file_sha256(model_path)
-    )
+    record = settings_record(settings, img_size=IMG_SIZE, model_sha256=file_sha256(model_path))
     rng = np.random.default_rng(0)
     n = 60
     y = (rng.random(n) < 0.4).astype(int)

@@ -21,6 +21,7 @@ from PIL import Image
 from ichinpaint.app import data, view
 from ichinpaint.app.params import read_params, save_evaluate_params
 from ichinpaint.constants import LABELS
+from ichinpaint.evaluation.settings import Settings
 from ichinpaint.volume import stack_slices
 
 SIZE = 32
@@ -50,6 +51,7 @@ evaluate:
   min_component_px: 4
   consistency_3d: false       # adjacent-slice check
   reduction: score_top1pct
+  normalize: none
   n_splits: 2                 # not an app control
 """
 
@@ -139,13 +141,24 @@ def paths_of(root: Path) -> data.AppPaths:
     return data.AppPaths.under(root, ground_truth="data/raw/ground_truth")
 
 
-def analyse(root: Path, uid: str, **choices) -> data.SeriesResult:
+# The settings these tests were written for (the page's own defaults before it used
+# evaluate's Settings): no normalisation, no 3-D check, top-1% reduction.
+PAGE_SETTINGS = dict(
+    normalize="none", consistency_3d=False, reduction="score_top1pct", canvas=SIZE, img_size=SIZE
+)
+
+
+def page_choice(**settings) -> data.Choice:
+    return data.Choice(Settings(**{**PAGE_SETTINGS, **settings}))
+
+
+def analyse(root: Path, uid: str, **settings) -> data.SeriesResult:
     paths = paths_of(root)
     manifest = data.load_manifest(paths)
-    choice = data.Choice(**choices)
-    validation = data.pool_validation(manifest, paths, choice, SIZE, SIZE)
+    choice = page_choice(**settings)
+    validation = data.pool_validation(manifest, paths, choice.settings)
     decision = data.decide(validation, choice)
-    return data.analyse_series(manifest, paths, uid, choice, decision.thresholds, SIZE, SIZE)
+    return data.analyse_series(manifest, paths, uid, choice.settings, decision.thresholds)
 
 
 # ---------------------------------------------------------------- logic
@@ -292,8 +305,8 @@ def test_save_as_params_writes_what_is_on_screen(outputs, monkeypatch):
     assert read_params(outputs / "params.yaml")["png"] == {"canvas": 32, "img_size": 32}
     # The saved percentile reproduces the typed threshold on healthy validation.
     paths = paths_of(outputs)
-    choice = data.Choice(erosion_px=1)
-    validation = data.pool_validation(data.load_manifest(paths), paths, choice, SIZE, SIZE)
+    choice = page_choice(erosion_px=1)
+    validation = data.pool_validation(data.load_manifest(paths), paths, choice.settings)
     reproduced = np.percentile(validation.pixel_values, saved["percentile"])
     assert ((validation.pixel_values > reproduced) == (validation.pixel_values > 0.03)).all()
     assert any("Saved to params.yaml" in s.value for s in at.sidebar.success)

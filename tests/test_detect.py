@@ -15,7 +15,6 @@ from ichinpaint.constants import LABELS
 from ichinpaint.detection.anomaly import combine_grids
 from ichinpaint.detection.runner import (
     SCORES_COLUMNS,
-    DetectSettings,
     SeriesImages,
     detect_series,
     model_grid_affine,
@@ -23,7 +22,7 @@ from ichinpaint.detection.runner import (
     read_manifest,
 )
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
-from ichinpaint.detection.strategies import Strategy
+from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.manifest import COLUMNS as MANIFEST_COLUMNS
 from ichinpaint.scores import SCORE_NAMES, slice_scores
 
@@ -126,8 +125,9 @@ def test_maps_are_zero_outside_the_brain_and_combine_modes_order(tiny):
     maps = {}
     for how in ("max", "mean"):
         settings = DetectSettings(
-            Strategy("onestep", noise_levels=(0.5,)), sizes_at_256=(128, 256), combine=how
-        )
+            strategy="onestep", noise_levels=(0.5,), sizes=(128, 256), combine=how,
+            offsets=True, batch_size=256, sign="absolute", hu_gate=False,
+        )  # fmt: skip
         sampler = InpaintSampler(module.diffusion, UNetRunner(module), 10)
         with torch.inference_mode():
             maps[how] = detect_series(images, sampler, settings, torch.Generator().manual_seed(0))
@@ -251,20 +251,3 @@ def test_bad_inputs_name_the_file(tmp_path, tiny):
     with pytest.raises(FileNotFoundError, match=missing.name):
         cli.main(argv)
     assert not (tmp_path / "det").exists()  # nothing half-written
-
-
-def test_stage_options_match_the_params_group():
-    import argparse
-    from pathlib import Path
-
-    import yaml
-
-    from ichinpaint.stages import detect
-
-    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["detect"]
-    parser = argparse.ArgumentParser()
-    detect.add_arguments(parser)
-    defaults = vars(parser.parse_args([]))
-    for key, value in params.items():
-        assert key in defaults, f"params detect.{key} has no --{key} option"
-        assert defaults[key] == value, (key, defaults[key], value)

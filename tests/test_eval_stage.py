@@ -269,16 +269,6 @@ def test_decision_artifact_freezes_what_evaluate_chose(evaluated):
     assert decision.detect is None  # this hand-made case has no detect settings.json
 
 
-def test_stage_defaults_equal_params_yaml():
-    from pathlib import Path
-
-    import yaml
-
-    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["evaluate"]
-    args = cli.build_parser(["evaluate"]).parse_args(["evaluate"])
-    assert {key: getattr(args, key) for key in params} == params
-
-
 def test_detection_volume_of_the_wrong_shape_is_named(tmp_path):
     build(tmp_path)
     path = tmp_path / "data/detections/ID_b000000004.nii.gz"
@@ -297,6 +287,7 @@ def test_manifest_without_labels_is_refused_by_name(tmp_path):
 
 def test_threshold_selection_never_opens_a_test_file(tmp_path):
     from ichinpaint.evaluation import pipeline
+    from ichinpaint.evaluation.settings import Settings
 
     build(tmp_path)
     for path in (tmp_path / "data/detections").glob("ID_b*.nii.gz"):
@@ -312,7 +303,7 @@ def test_threshold_selection_never_opens_a_test_file(tmp_path):
         submission=tmp_path / "unused",
         root=tmp_path,
     )
-    settings = pipeline.Settings(median_size=1, canvas=CANVAS, img_size=SIZE)
+    settings = Settings(median_size=1, canvas=CANVAS, img_size=SIZE, n_jobs=1)
     validation = pipeline.healthy_validation(pipeline.read_manifest(paths.slices), paths, settings)
     assert set(validation.series_uids) == {"ID_a000000001", "ID_a000000002"}
     assert set(validation.splits) == {"val"}

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import dicom_fixtures as fx
 import pandas as pd
 import pytest
-import yaml
 
 from ichinpaint import cli, slicetable
 from ichinpaint.constants import LABELS
-from ichinpaint.stages import filter as filter_stage
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +103,3 @@ def test_conflicting_csv_rows_stop_the_stage(tmp_path):
         slicetable.build_slice_table(
             tmp_path, val_fraction=0.1, test_healthy_fraction=0.1, fraction=1, seed=0, n_jobs=1
         )
-
-
-def test_options_match_params_yaml():
-    parser = argparse.ArgumentParser()
-    filter_stage.add_arguments(parser)
-    params = yaml.safe_load(Path("params.yaml").read_text())["filter"]
-    defaults = vars(parser.parse_args([]))
-    assert {k: defaults[k] for k in params} == params

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -13,7 +12,6 @@ import dicom_fixtures as fx
 import nibabel as nib
 import numpy as np
 import pytest
-import yaml
 
 from ichinpaint import cli, dicom, io, slicetable, volume
 from ichinpaint.stages import nifti as nifti_stage
@@ -99,14 +97,6 @@ def test_refusals_are_reported_and_counts_reconcile(converted):
     text = manifest.read_text()
     for uid, reason in quirky.refused_series.items():
         assert f"{uid}," in text and reason in text
-
-
-def test_options_match_params_yaml():
-    parser = argparse.ArgumentParser()
-    nifti_stage.add_arguments(parser)
-    params = yaml.safe_load(Path("params.yaml").read_text())["nifti"]
-    defaults = vars(parser.parse_args([]))
-    assert {k: defaults[k] for k in params} == params
 
 
 def dcm2niix_binary() -> str:

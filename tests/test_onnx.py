@@ -8,9 +8,9 @@ import torch
 from model_fixtures import tiny_inpainter
 
 from ichinpaint import cli, model
-from ichinpaint.detection.runner import DetectSettings, SeriesImages, detect_series
+from ichinpaint.detection.runner import SeriesImages, detect_series
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
-from ichinpaint.detection.strategies import Strategy
+from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.onnxunet import export_unet, onnx_net, parity
 
 pytest.importorskip("onnxruntime")
@@ -76,7 +76,7 @@ def test_detection_with_onnxruntime_equals_torch(exported):
         slice_index=[0, 1, 2],
     )
     settings = DetectSettings(
-        strategy=Strategy("onestep"), sizes_at_256=(64,), offsets=False, batch_size=8
+        strategy="onestep", sizes=(64,), offsets=False, batch_size=8, sign="absolute"
     )
     maps = []
     for net in (None, onnx_net(path)):

@@ -10,6 +10,8 @@ import argparse
 import os
 import subprocess
 import sys
+import typing
+from pathlib import Path
 
 import pytest
 import yaml
@@ -128,6 +130,65 @@ def test_every_numeric_or_list_option_has_a_rule_and_a_bad_value(stage):
             ruled.add(action.dest)
     assert ruled <= set(rules), f"options without a range: {sorted(ruled - set(rules))}"
     assert set(rules) == set(BAD[stage]), "every rule needs a bad value in this test"
+
+
+# Stages with a params.yaml group and the group's name.
+GROUPS = {
+    "synthesize": "synthesize",
+    "synthesize-test": "synthesize_test",
+    "filter": "filter",
+    "nifti": "nifti",
+    "mask": "mask",
+    "png": "png",
+    "train": "train",
+    "detect": "detect",
+    "evaluate": "evaluate",
+    "predict": "predict",
+}
+
+
+def _agrees(value, kind) -> bool:
+    """A params.yaml value fits a field type (ints are fine where floats are declared)."""
+    if typing.get_origin(kind) is tuple:
+        elements = typing.get_args(kind)
+        element = elements[0]
+        fixed = not (len(elements) == 2 and elements[1] is Ellipsis)
+        return (
+            isinstance(value, list)
+            and (not fixed or len(value) == len(elements))
+            and all(_agrees(v, element) for v in value)
+        )
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+@pytest.mark.parametrize("stage", sorted(GROUPS))
+def test_each_stage_declares_its_params_group_once(stage):
+    """Each params key is a field of the stage's settings dataclass and each field with a
+    params key is in params.yaml, with the same type and default; the command line
+    gives exactly those defaults."""
+    groups = yaml.safe_load(Path("params.yaml").read_text())
+    group = GROUPS[stage]
+    settings = cli._load(stage).SETTINGS
+    declared = {
+        params.param_key(f, group): (f, kind) for f, kind in params.declared_fields(settings)
+    }
+    declared.pop("", None)  # command-line-only settings
+    in_yaml = {f"{group}.{key}" for key in groups[group]}
+    assert in_yaml <= set(declared), f"params without a field: {sorted(in_yaml - set(declared))}"
+    for key, (field, kind) in declared.items():
+        owner, name = key.split(".", 1)
+        assert name in groups[owner], f"{settings.__name__}.{field.name}: no {key} in params.yaml"
+        value = groups[owner][name]
+        assert _agrees(value, kind), f"{key}: {value!r} is not a {kind}"
+        default = list(field.default) if isinstance(field.default, tuple) else field.default
+        assert default == value, f"{settings.__name__}.{field.name} = {default!r}, {key}: {value!r}"
+    argv = [stage, "in"] if stage == "predict" else [stage]
+    args = cli.build_parser([stage]).parse_args(argv)
+    assert params.from_args(settings, args) == settings()
 
 
 def test_params_yaml_lies_inside_the_ranges():

@@ -181,16 +181,3 @@ def test_a_calibration_series_is_never_scored(predicted, tmp_path):
     row = again[again["series_uid"] == uid].iloc[0]
     assert (row["status"], row["reason"]) == ("refused", "in_calibration_set")
     assert not (tmp_path / "out" / "series" / uid).exists()
-
-
-def test_stage_options_match_their_params_groups():
-    from pathlib import Path
-
-    import yaml
-
-    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
-    for command, group in (("predict", "predict"), ("synthesize-test", "synthesize_test")):
-        args = cli.build_parser([command]).parse_args(
-            [command, "in"] if command == "predict" else [command]
-        )
-        assert {key: getattr(args, key) for key in params[group]} == params[group], command

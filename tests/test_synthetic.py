@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-import yaml
 
 from ichinpaint import volume
 from ichinpaint.constants import LABELS, SUBTYPE_CODES, SUBTYPES
@@ -347,12 +346,6 @@ def _stage_args(**overrides) -> argparse.Namespace:
     for key, value in overrides.items():
         setattr(args, key, value)
     return args
-
-
-def test_stage_defaults_equal_params_yaml():
-    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["synthesize"]
-    args = vars(_stage_args())
-    assert {k: args[k] for k in params} == params
 
 
 def test_stage_writes_only_a_note_when_the_source_is_not_synthetic(tmp_path):

@@ -5,6 +5,7 @@ The extraction methods themselves live in `ichinpaint.brainmask`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,43 @@ import nibabel as nib
 import numpy as np
 
 from ichinpaint import brainmask
+from ichinpaint import params as p
 from ichinpaint.constants import SUBTYPE_CODES, SUBTYPES
 from ichinpaint.io import atomic_path
 from ichinpaint.niftidir import NIFTI_SUFFIX, load_volume, series_uid_of
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """The ``mask`` params."""
+
+    method: str = p.setting(
+        "threshold",
+        "threshold: HU range + morphology; model: TorchScript extractor at --model_path",
+        choices=sorted(brainmask.METHODS),
+    )
+    model_path: str = p.setting("", "TorchScript brain-extraction model (method=model)")
+    model_size: int = p.setting(
+        512, "square input size of the model (method=model)", rule=p.at_least(8)
+    )
+    model_output: str = p.setting(
+        "logits",
+        "what the model returns (method=model); brain where probability >= 0.5",
+        choices=("logits", "probabilities"),
+    )
+    n_jobs: int = p.setting(-1, "parallel series (-1 = all cores)", rule=p.N_JOBS)
+
+    def method_options(self) -> dict[str, Any]:
+        """The keyword options of the chosen method."""
+        if self.method != "model":
+            return {}
+        if not self.model_path:
+            raise ValueError("--method model needs --model_path (a TorchScript file)")
+        return {
+            "model_path": self.model_path,
+            "model_size": self.model_size,
+            "model_output": self.model_output,
+        }
 
 
 def ground_truth_dice(mask: np.ndarray, affine: np.ndarray, truth_path: Path) -> float:

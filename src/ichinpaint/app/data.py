@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ichinpaint import manifest, names
+from ichinpaint import params as p
 from ichinpaint.evaluation.normalize import Normalizer
 from ichinpaint.evaluation.pipeline import (
     Paths,
     SeriesTask,
-    Settings,
     evaluate_series,
     healthy_validation,
     load_series,
@@ -29,17 +29,17 @@ from ichinpaint.evaluation.pipeline import (
     read_manifest,
 )
 from ichinpaint.evaluation.postprocess import postprocess_series
+from ichinpaint.evaluation.settings import Settings
 from ichinpaint.evaluation.thresholds import (
+    MODES,
     HealthyValidation,
     Thresholds,
     choose_thresholds,
 )
 from ichinpaint.io import read_json
-from ichinpaint.scores import REDUCTIONS
 
-# "value": the user types the pixel threshold; it is saved as the equivalent
-# percentile of healthy validation pixels (params.yaml has no raw threshold key).
-THRESHOLD_MODES: tuple[str, ...] = ("percentile", "fpr", "value")
+# The page's threshold modes: evaluate's, and "value" (see `Choice`).
+THRESHOLD_MODES: tuple[str, ...] = (*MODES, "value")
 # The params.yaml `evaluate` keys the app controls (and "Save as params" writes).
 EVALUATE_KEYS: tuple[str, ...] = (
     "threshold_mode",
@@ -189,68 +189,53 @@ def series_overview(
 
 @dataclass(frozen=True)
 class Choice:
-    """The thresholding and post-processing choices on the page (params.yaml `evaluate` keys,
-    plus `pixel_value` for the typed-threshold mode)."""
+    """What the page sets: evaluate's own `Settings`, plus the typed-threshold control.
 
-    threshold_mode: str = "percentile"
-    percentile: float = 99.5
-    target_fpr: float = 0.05
+    With `typed_threshold` the user types the pixel threshold (`pixel_value`); it is
+    applied, and saved, as the percentile of healthy validation pixels that reproduces
+    it (params.yaml has no raw threshold key).
+    """
+
+    settings: Settings = Settings()
+    typed_threshold: bool = False
     pixel_value: float = 0.1
-    erosion_px: int = 0
-    median_size: int = 3
-    min_component_px: int = 4
-    consistency_3d: bool = False
-    reduction: str = "score_top1pct"
-    normalize: str = "none"  # evaluate's location normalisation (from params.yaml, not a control)
 
-    def __post_init__(self) -> None:
-        if self.threshold_mode not in THRESHOLD_MODES:
-            raise ValueError(
-                f"threshold_mode must be one of {THRESHOLD_MODES}, got {self.threshold_mode!r}"
-            )
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+    @property
+    def threshold_mode(self) -> str:
+        """The page's mode control: evaluate's modes plus "value"."""
+        return "value" if self.typed_threshold else self.settings.threshold_mode
 
     @classmethod
-    def from_params(cls, evaluate: dict[str, Any]) -> Choice:
-        """The page's starting point: what params.yaml says evaluate runs with."""
-        known = {k: evaluate[k] for k in EVALUATE_KEYS if k in evaluate}
-        return cls(**known)
+    def from_params(cls, params: dict[str, Any]) -> Choice:
+        """The page's starting point: what params.yaml (all groups) says evaluate runs with."""
+        return cls(settings=p.from_mapping(Settings, params, "evaluate"))
 
-    def settings(self, canvas: int, img_size: int) -> Settings:
-        """evaluate's Settings for these choices (the typed-value mode is percentile there)."""
-        mode = "percentile" if self.threshold_mode == "value" else self.threshold_mode
-        return Settings(
-            threshold_mode=mode,
-            percentile=self.percentile,
-            target_fpr=self.target_fpr,
-            erosion_px=self.erosion_px,
-            median_size=self.median_size,
-            min_component_px=self.min_component_px,
-            consistency_3d=self.consistency_3d,
-            reduction=self.reduction,
-            normalize=self.normalize,
-            canvas=canvas,
-            img_size=img_size,
+    def with_controls(
+        self, threshold_mode: str, pixel_value: float | None = None, **changes
+    ) -> Choice:
+        """This choice with the page's control values (`changes`: `Settings` fields)."""
+        typed = threshold_mode == "value"
+        mode = self.settings.threshold_mode if typed else threshold_mode
+        return Choice(
+            settings=replace(self.settings, threshold_mode=mode, **changes),
+            typed_threshold=typed,
+            pixel_value=self.pixel_value if pixel_value is None else pixel_value,
         )
 
 
 def pool_validation(
     manifest: pd.DataFrame,
     paths: AppPaths,
-    choice: Choice,
-    canvas: int,
-    img_size: int,
+    settings: Settings,
     n_jobs: int = 1,
 ) -> HealthyValidation:
     """Healthy validation values after this post-processing, exactly as evaluate pools them.
 
-    Depends on erosion, median filter and reduction only (not on thresholds), which
-    is what the page caches it on. `n_jobs` series are read in parallel (the slow
-    part on real data: about 0.4 s per 40-slice 256-px series on one core).
+    Depends on erosion, median filter, reduction and normalisation only (not on
+    thresholds), which is what the page caches it on. `n_jobs` series are read in
+    parallel (the slow part on real data: about 0.4 s per 40-slice 256-px series on one core).
     """
-    settings = replace(choice.settings(canvas, img_size), n_jobs=n_jobs)
-    return healthy_validation(manifest, paths.pipeline_paths(), settings)
+    return healthy_validation(manifest, paths.pipeline_paths(), replace(settings, n_jobs=n_jobs))
 
 
 def percentile_for_value(values: np.ndarray, value: float) -> float:
@@ -286,17 +271,18 @@ def decide(validation: HealthyValidation, choice: Choice) -> Decision:
     it, and the threshold in force is the one evaluate will compute from that
     percentile: what the page shows is what `dvc exp run` will give.
     """
-    if choice.threshold_mode == "value":
+    settings = choice.settings
+    if choice.typed_threshold:
         percentile = percentile_for_value(validation.pixel_values, choice.pixel_value)
-        choice = replace(choice, threshold_mode="percentile", percentile=percentile)
+        settings = replace(settings, threshold_mode="percentile", percentile=percentile)
     thresholds = choose_thresholds(
         validation,
-        mode=choice.threshold_mode,
-        percentile=choice.percentile,
-        target_fpr=choice.target_fpr,
-        reduction=choice.reduction,
+        mode=settings.threshold_mode,
+        percentile=settings.percentile,
+        target_fpr=settings.target_fpr,
+        reduction=settings.reduction,
     )
-    params = {k: v for k, v in asdict(choice).items() if k in EVALUATE_KEYS}
+    params = {k: v for k, v in asdict(settings).items() if k in EVALUATE_KEYS}
     return Decision(thresholds, params)
 
 
@@ -346,23 +332,20 @@ def analyse_series(
     manifest: pd.DataFrame,
     paths: AppPaths,
     series_uid: str,
-    choice: Choice,
+    settings: Settings,
     thresholds: Thresholds,
-    canvas: int,
-    img_size: int,
     normalizer: Normalizer | None = None,
 ) -> SeriesResult:
     """Scores and decisions from evaluate's `evaluate_series`; maps from `postprocess_series`.
 
     Raises FileNotFoundError when the series has no detection volume (the page says so).
     """
-    settings = choice.settings(canvas, img_size)
     task = series_task(manifest, paths, series_uid, settings, thresholds, normalizer)
     scores = evaluate_series(task)["slices"]
     table = task.rows.merge(
         scores.drop(columns="slice_index"), on="image_id", how="left", validate="one_to_one"
     )
-    table["score"] = table[choice.reduction].astype(float)
+    table["score"] = table[settings.reduction].astype(float)
     table["predicted"] = (
         thresholds.slice_positive(table["detected_px"], table["score"]) & table["use"]
     )

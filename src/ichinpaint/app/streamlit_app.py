@@ -23,6 +23,7 @@ from ichinpaint.app.params import params_group, read_params, save_evaluate_param
 from ichinpaint.constants import SUBTYPES
 from ichinpaint.evaluation.normalize import Normalizer
 from ichinpaint.evaluation.postprocess import SCORE_NAMES
+from ichinpaint.evaluation.settings import Settings
 from ichinpaint.evaluation.thresholds import HealthyValidation, Thresholds
 
 SPLITS = ("test", "val")
@@ -92,31 +93,34 @@ def cached_manifest(paths_key: tuple[str, ...], stamp: tuple[float, ...]) -> pd.
 @st.cache_data(show_spinner="Pooling healthy validation series…", max_entries=16)
 def cached_validation(
     paths_key: tuple[str, ...],
-    erosion_px: int,
-    median_size: int,
-    reduction: str,
-    canvas: int,
-    img_size: int,
+    settings: dict[str, Any],
     stamp: tuple[float, ...],
     n_jobs: int = 1,
-    normalize: str = "none",
 ) -> HealthyValidation:
+    """`settings`: only the `Settings` fields pooling depends on (`POOLING_KEYS`), so that
+    changing a threshold or a component size does not pool again."""
     paths = _paths_from_key(paths_key)
-    choice = data.Choice(
-        erosion_px=erosion_px, median_size=median_size, reduction=reduction, normalize=normalize
-    )
     manifest = cached_manifest(paths_key, stamp)
-    return data.pool_validation(manifest, paths, choice, canvas, img_size, n_jobs)
+    return data.pool_validation(manifest, paths, Settings(**settings), n_jobs)
+
+
+# What pooling healthy validation depends on: post-processing before the threshold.
+POOLING_KEYS = ("erosion_px", "median_size", "reduction", "normalize", "canvas", "img_size")
+
+
+def validation_for(
+    paths_key: tuple[str, ...], settings: Settings, stamp: tuple[float, ...], n_jobs: int
+) -> HealthyValidation:
+    pooling = {k: v for k, v in asdict(settings).items() if k in POOLING_KEYS}
+    return cached_validation(paths_key, pooling, stamp, n_jobs)
 
 
 @st.cache_data(show_spinner="Post-processing the series…", max_entries=32)
 def cached_series(
     paths_key: tuple[str, ...],
     series_uid: str,
-    choice: dict[str, Any],
+    settings: dict[str, Any],
     thresholds: tuple[Any, ...],
-    canvas: int,
-    img_size: int,
     stamp: tuple[float, ...],
     normalizer: dict[str, Any] | None = None,
 ) -> data.SeriesResult:
@@ -126,10 +130,8 @@ def cached_series(
         manifest,
         paths,
         series_uid,
-        data.Choice(**choice),
+        Settings(**settings),
         Thresholds(*thresholds),
-        canvas,
-        img_size,
         Normalizer.from_json(normalizer) if normalizer else None,
     )
 
@@ -164,7 +166,7 @@ def choose_series(overview: pd.DataFrame) -> pd.Series | None:
     return series
 
 
-def threshold_controls(start: data.Choice) -> dict[str, Any]:
+def threshold_controls(start: data.Choice) -> data.Choice:
     """Sidebar widgets; their first values come from params.yaml's `evaluate` group."""
     sb = st.sidebar
     sb.subheader("Threshold")
@@ -176,16 +178,17 @@ def threshold_controls(start: data.Choice) -> dict[str, Any]:
         horizontal=True,
     )
     sb.caption(MODE_HELP[mode])
+    settings = start.settings
     values: dict[str, Any] = {"threshold_mode": mode}
     if mode in ("percentile", "fpr"):
         values["percentile"] = sb.number_input(
-            "Percentile of healthy validation pixels", 0.0, 100.0, float(start.percentile),
+            "Percentile of healthy validation pixels", 0.0, 100.0, float(settings.percentile),
             step=0.1, format="%.3f", key="percentile",
         )  # fmt: skip
     if mode == "fpr":
         values["target_fpr"] = sb.number_input(
             "Target false-positive rate (healthy validation slices)", 0.0, 0.99,
-            float(start.target_fpr), step=0.01, format="%.3f", key="target_fpr",
+            float(settings.target_fpr), step=0.01, format="%.3f", key="target_fpr",
         )  # fmt: skip
     if mode == "value":
         values["pixel_value"] = sb.number_input(
@@ -193,46 +196,39 @@ def threshold_controls(start: data.Choice) -> dict[str, Any]:
             step=0.005, format="%.4f", key="pixel_value",
         )  # fmt: skip
     values["reduction"] = sb.selectbox(
-        "Slice score (reduction)", SCORE_NAMES, index=SCORE_NAMES.index(start.reduction),
+        "Slice score (reduction)", SCORE_NAMES, index=SCORE_NAMES.index(settings.reduction),
         key="reduction",
     )  # fmt: skip
     sb.subheader("Post-processing")
     values["erosion_px"] = int(
-        sb.number_input("Brain mask erosion (px)", 0, 20, int(start.erosion_px), key="erosion_px")
+        sb.number_input(
+            "Brain mask erosion (px)", 0, 20, int(settings.erosion_px), key="erosion_px"
+        )
     )
     values["median_size"] = int(
-        sb.number_input("Median filter size (px, ≤1 off)", 0, 15, int(start.median_size), key="median_size")
+        sb.number_input("Median filter size (px, ≤1 off)", 0, 15, int(settings.median_size), key="median_size")
     )  # fmt: skip
     values["min_component_px"] = int(
-        sb.number_input("Minimum component (px)", 1, 10_000, int(start.min_component_px), key="min_component_px")
+        sb.number_input("Minimum component (px)", 1, 10_000, int(settings.min_component_px), key="min_component_px")
     )  # fmt: skip
     values["consistency_3d"] = sb.toggle(
         "3-D consistency (confirm on a neighbour slice)",
-        bool(start.consistency_3d),
+        bool(settings.consistency_3d),
         key="consistency_3d",
     )
-    kept = {k: v for k, v in asdict(start).items() if k not in values}
-    return {**kept, **values}
+    return start.with_controls(**values)
 
 
 def starting_choice(
-    params: dict[str, Any],
-    paths_key: tuple[str, ...],
-    canvas: int,
-    img_size: int,
-    stamp: tuple,
-    n_jobs: int,
+    params: dict[str, Any], paths_key: tuple[str, ...], stamp: tuple, n_jobs: int
 ) -> data.Choice:
     """params.yaml's evaluate settings; the typed threshold starts at the one they give."""
-    start = data.Choice.from_params(params_group(params, "evaluate"))
+    start = data.Choice.from_params(params)
     try:
-        validation = cached_validation(
-            paths_key, start.erosion_px, start.median_size, start.reduction, canvas, img_size,
-            stamp, n_jobs, start.normalize,
-        )  # fmt: skip
+        validation = validation_for(paths_key, start.settings, stamp, n_jobs)
     except (FileNotFoundError, ValueError):
         return start  # the page reports this below, with the user's settings
-    value = data.decide(validation, replace(start, threshold_mode="percentile"))
+    value = data.decide(validation, start.with_controls(threshold_mode="percentile"))
     return replace(start, pixel_value=round(value.thresholds.pixel_threshold, 4))
 
 
@@ -465,8 +461,6 @@ def main() -> None:
     show_problems(paths)
 
     params = read_params(paths.params)
-    png = params_group(params, "png")
-    canvas, img_size = int(png.get("canvas", 256)), int(png.get("img_size", 64))
     paths_key = _paths_key(paths)
     stamp = _stamp(paths.slices, paths.detections)
     manifest = cached_manifest(paths_key, stamp[:1])
@@ -478,13 +472,11 @@ def main() -> None:
         st.stop()
     series = choose_series(overview)
 
-    start = starting_choice(params, paths_key, canvas, img_size, stamp, config.n_jobs)
-    choice = replace(data.Choice(**threshold_controls(start)), normalize=start.normalize)
+    start = starting_choice(params, paths_key, stamp, config.n_jobs)
+    choice = threshold_controls(start)
+    settings = choice.settings
     try:
-        validation = cached_validation(
-            paths_key, choice.erosion_px, choice.median_size, choice.reduction,
-            canvas, img_size, stamp, config.n_jobs, choice.normalize,
-        )  # fmt: skip
+        validation = validation_for(paths_key, settings, stamp, config.n_jobs)
         decision = data.decide(validation, choice)
     except (FileNotFoundError, ValueError) as error:
         st.error(
@@ -506,10 +498,8 @@ def main() -> None:
         result = cached_series(
             paths_key,
             uid,
-            asdict(choice),
+            asdict(settings),
             tuple(asdict(decision.thresholds).values()),
-            canvas,
-            img_size,
             stamp + _stamp(paths.detection(uid)),
             validation.normalizer.to_json() if validation.normalizer else None,
         )
@@ -529,7 +519,7 @@ def main() -> None:
     native_stack = cached_native_ct(
         str(nifti_dir), uid, len(result.table), _stamp(nifti_dir / f"{uid}.nii.gz")
     )
-    k = show_slice(result, decision, uid, opacity, native_stack, canvas)
+    k = show_slice(result, decision, uid, opacity, native_stack, settings.canvas)
     show_strip(result, decision, k)
     with st.expander("Per-slice table"):
         st.dataframe(result.table, hide_index=True)

@@ -11,8 +11,9 @@ import hashlib
 import os
 from typing import Any
 
-from ichinpaint.detection.runner import DetectSettings
-from ichinpaint.detection.strategies import Strategy
+from ichinpaint.detection.settings import DetectSettings, settings_from_record
+
+__all__ = ["RECORD_VERSION", "file_sha256", "settings_from_record", "settings_record"]
 
 RECORD_VERSION = 1
 
@@ -26,54 +27,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def settings_record(
-    settings: DetectSettings, *, canvas: int, img_size: int, model_sha256: str
+    settings: DetectSettings, *, img_size: int, model_sha256: str
 ) -> dict[str, Any]:
     """What decides the maps: strategy, grid, combination, seed, geometry and the model."""
-    s = settings.strategy
     return {
         "version": RECORD_VERSION,
-        "strategy": s.name,
-        "ddim_steps": s.ddim_steps,
-        "start_fraction": s.start_fraction,
-        "jump_length": s.jump_length,
-        "jump_n_sample": s.jump_n_sample,
-        "noise_levels": list(s.noise_levels),
-        "sizes": list(settings.sizes_at_256),
-        "offsets": settings.offsets,
-        "combine": settings.combine,
-        "seed": settings.seed,
-        "sign": settings.sign,
-        "hu_gate": settings.hu_gate,
-        "gate_hu": list(settings.gate_band),
-        "baseline_hu": list(settings.baseline_band),
-        "canvas": int(canvas),
+        **settings.record(),
         "img_size": int(img_size),
         "model_sha256": model_sha256,
     }
-
-
-def settings_from_record(record: dict[str, Any], batch_size: int) -> DetectSettings:
-    """The `DetectSettings` of a record (`batch_size` is a runtime choice, not recorded)."""
-    try:
-        strategy = Strategy(
-            name=record["strategy"],
-            ddim_steps=int(record["ddim_steps"]),
-            start_fraction=float(record["start_fraction"]),
-            jump_length=int(record["jump_length"]),
-            jump_n_sample=int(record["jump_n_sample"]),
-            noise_levels=tuple(record["noise_levels"]),
-        )
-        return DetectSettings(
-            strategy=strategy,
-            sizes_at_256=tuple(int(v) for v in record["sizes"]),
-            offsets=bool(record["offsets"]),
-            combine=str(record["combine"]),
-            batch_size=int(batch_size),
-            seed=int(record["seed"]),
-            sign=str(record["sign"]),
-            hu_gate=bool(record["hu_gate"]),
-            gate_band=tuple(float(v) for v in record["gate_hu"]),
-            baseline_band=tuple(float(v) for v in record["baseline_hu"]),
-        )
-    except KeyError as error:
-        raise ValueError(f"detect settings record lacks {error}") from error

@@ -28,6 +28,7 @@ from ichinpaint.constants import LABELS
 from ichinpaint.detection import hu, shards
 from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
+from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.detection.strategies import Strategy, inpaint_batch
 from ichinpaint.model import make_conditioning, scaled_sizes
 
@@ -131,28 +132,6 @@ def plan_grid(brains: np.ndarray, sizes: Sequence[int], offsets: bool) -> GridPl
 # -- the model side --------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class DetectSettings:
-    """Everything detection needs besides the model and the data (the stage's params)."""
-
-    strategy: Strategy
-    sizes_at_256: tuple[int, ...] = (8, 16, 32, 64)
-    offsets: bool = True
-    combine: str = "max"
-    batch_size: int = 256
-    seed: int = 0
-    sign: str = "absolute"
-    # Multiply the map by the share of native pixels in `gate_band` (HU): differences
-    # on bone, calcification, CSF or fat count for nothing (ichinpaint.detection.hu).
-    hu_gate: bool = False
-    gate_band: tuple[float, float] = hu.GATE_BAND_HU
-    baseline_band: tuple[float, float] = hu.BASELINE_BAND_HU
-
-    @property
-    def needs_hu(self) -> bool:
-        return self.hu_gate or not self.strategy.needs_model
-
-
 def pick_device(name: str) -> torch.device:
     """`auto` = CUDA when there is one; asking for CUDA without one is an error."""
     if name == "auto":
@@ -181,6 +160,7 @@ def detect_series(
     """Anomaly maps ``(n_used, H, W)`` (window units, zero outside the brain) of one series."""
     n_used, _, img_size = images.image.shape
     plan = plan or plan_series(images, settings)
+    strategy = settings.sampling()
     device = sampler.unet.device
 
     def on_device(array: np.ndarray) -> torch.Tensor:
@@ -198,9 +178,7 @@ def detect_series(
         s, p = chunk[:, 0], chunk[:, 1]
         original, mask = image[s], pass_masks[p]
         concat = make_conditioning(original, brain[s], above[s], below[s], mask)
-        inpainted = inpaint_batch(
-            settings.strategy, sampler, original, concat, mask, generator=generator
-        )
+        inpainted = inpaint_batch(strategy, sampler, original, concat, mask, generator=generator)
         diff = difference_in_window_units(original, inpainted, settings.sign) * mask
         per_grid.index_put_((s, grid_of_pass[p]), diff[:, 0], accumulate=True)
     maps = combine_grids(per_grid, settings.combine) * brain[:, 0]
@@ -220,7 +198,7 @@ def series_maps(
     `hu_fractions` is the share of native pixels in the gate band (gate) or in the
     baseline band (`hu_threshold`), per used slice on the model grid.
     """
-    if not settings.strategy.needs_model:
+    if not settings.needs_model:
         assert hu_fractions is not None, "hu_threshold needs the HU volume"
         return (hu_fractions * images.brain).astype(np.float32)
     maps = detect_series(images, sampler, settings, generator, plan)
@@ -232,7 +210,7 @@ def series_maps(
 
 def plan_series(images: SeriesImages, settings: DetectSettings) -> GridPlan:
     """The grid plan of one series with the square sizes scaled to its image size."""
-    sizes = scaled_sizes(settings.sizes_at_256, images.image.shape[-1])
+    sizes = scaled_sizes(settings.sizes, images.image.shape[-1])
     return plan_grid(images.brain, sizes, settings.offsets)
 
 
@@ -419,10 +397,6 @@ def run_part(
     numerics: str = "",
     root: Path = Path("."),
     nifti_dir: Path | None = None,
-    canvas: int | None = None,
-    bf16: bool = True,
-    channels_last: bool = True,
-    compile: bool = False,
     part_label: str = "0/1",
     net=None,
 ) -> PartResult:
@@ -441,22 +415,27 @@ def run_part(
     reused = [uid for uid in sorted(fingerprints) if uid not in set(pending)]
     if not pending:
         return PartResult([], reused, 0.0, 0, "")
-    if settings.needs_hu and (nifti_dir is None or canvas is None):
+    if settings.needs_hu and nifti_dir is None:
         raise ValueError(
-            f"strategy {settings.strategy.name} / hu_gate {settings.hu_gate}: the HU volumes "
-            "(nifti_dir) and the png canvas are needed"
+            f"strategy {settings.strategy} / hu_gate {settings.hu_gate}: the HU volumes "
+            "(nifti_dir) are needed"
         )
+    strategy = settings.sampling()
+    canvas = settings.canvas
     by_series = dict(list(manifest.groupby("series_uid", sort=True)))
-    if settings.strategy.needs_model:
+    if settings.needs_model:
         module = (
             module() if callable(module) and not isinstance(module, torch.nn.Module) else module
         )
         img_size = int(module.config.model.input_size)
-        precision = "bf16" if bf16 else "fp32"
         runner = UNetRunner(
-            module, precision=precision, channels_last=channels_last, compile=compile, net=net
+            module,
+            precision="bf16" if settings.bf16 else "fp32",
+            channels_last=settings.channels_last,
+            compile=settings.compile,
+            net=net,
         )
-        sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
+        sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.ddim_steps)
         torch_device = runner.device
     else:  # the HU baseline: no model; the image size from the PNGs themselves
         img_size = manifest_png_size(manifest, root)
@@ -470,11 +449,11 @@ def run_part(
         series_rows = by_series[uid]
         images = load_series_images(series_rows, root, img_size)
         plan = plan_series(images, settings)
-        expected = expected_forwards(plan, sampler, settings.strategy) if sampler else 0
+        expected = expected_forwards(plan, sampler, strategy) if sampler else 0
         before = runner.forwards if runner else 0
         fractions = None
         if settings.needs_hu:
-            band = settings.gate_band if settings.strategy.needs_model else settings.baseline_band
+            band = settings.gate_hu if settings.needs_model else settings.baseline_hu
             fractions = hu.series_band_fractions(
                 hu.load_hu_volume(nifti_dir, uid), images.slice_index, band, canvas, img_size
             )
@@ -575,8 +554,8 @@ def merge_detections(
     seconds_total = float(sum(seconds))
     n_used = len(scores)
     metrics = {
-        "strategy": settings.strategy.name,
-        "strategy_detail": settings.strategy.describe(),
+        "strategy": settings.strategy,
+        "strategy_detail": settings.sampling().describe(),
         "sign": settings.sign,
         "hu_gate": settings.hu_gate,
         "forwards_total": forwards,
@@ -590,7 +569,7 @@ def merge_detections(
         "slices_empty_brain": sum(int(r["slices_empty_brain"]) for r in records),
         "device": ", ".join(sorted({r["device"] for r in records})),
         "img_size": img_size,
-        "sizes_px": ",".join(str(s) for s in scaled_sizes(settings.sizes_at_256, img_size))
+        "sizes_px": ",".join(str(s) for s in scaled_sizes(settings.sizes, img_size))
         if img_size
         else "",
         "parts": len({r["part"] for r in records}),
@@ -606,11 +585,7 @@ def run_detection(
     out_dir: Path,
     root: Path = Path("."),
     nifti_dir: Path | None = None,
-    canvas: int | None = None,
     n_overlays: int = 0,
-    bf16: bool = True,
-    channels_last: bool = True,
-    compile: bool = False,
     net=None,
 ) -> RunResult:
     """Every series of `manifest` in this process, maps and overlays into `out_dir`.
@@ -622,22 +597,19 @@ def run_detection(
 
     out_dir = Path(out_dir)
     store = shards.SeriesStore(out_dir / ".series")
-    if settings.strategy.needs_model:
+    if settings.needs_model:
         img_size = int(module.config.model.input_size)
     else:
         img_size = manifest_png_size(manifest, Path(root))
-    run_fp = shards.run_fingerprint(
-        {"settings": dataclasses.asdict(settings), "canvas": canvas}, []
-    )
+    run_fp = shards.run_fingerprint(settings.fingerprint_params(), [])
     uids = sorted(manifest["series_uid"].unique())
     prints = series_fingerprints(
-        manifest, uids, run_fp, root=Path(root), nifti_dir=nifti_dir, canvas=canvas,
+        manifest, uids, run_fp, root=Path(root), nifti_dir=nifti_dir, canvas=settings.canvas,
         img_size=img_size, reads_hu=settings.needs_hu,
     )  # fmt: skip
     run_part(
         manifest, module, settings, store=store, fingerprints=prints, run_fp=run_fp,
-        root=Path(root), nifti_dir=nifti_dir, canvas=canvas, bf16=bf16,
-        channels_last=channels_last, compile=compile, net=net,
+        root=Path(root), nifti_dir=nifti_dir, net=net,
     )  # fmt: skip
     located = shards.locate_series([store], prints)
     result = merge_detections(

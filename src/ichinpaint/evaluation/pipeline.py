@@ -37,39 +37,16 @@ from ichinpaint.evaluation.postprocess import (
     postprocess_series,
     slice_scores,
 )
+from ichinpaint.evaluation.settings import Settings
 from ichinpaint.evaluation.thresholds import HealthyValidation, Thresholds, choose_thresholds
 from ichinpaint.io import parallel_map, read_json, write_csv, write_json
-from ichinpaint.scores import COMPONENT_SCORE, REDUCTIONS, component_score
+from ichinpaint.scores import COMPONENT_SCORE, component_score
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything the evaluation depends on besides the input files."""
-
-    threshold_mode: str = "percentile"
-    percentile: float = 99.5
-    target_fpr: float = 0.05
-    # none | location: divide maps by the healthy spread at each depth and slice level,
-    # learned on healthy validation series (evaluation.normalize).
-    normalize: str = "location"
-    erosion_px: int = 0
-    median_size: int = 3
-    min_component_px: int = 4
-    consistency_3d: bool = True
-    reduction: str = "score_components"
-    n_splits: int = 5
-    gallery_per_category: int = 3
-    # Width (model pixels) of the band next to the inner table that false positives are
-    # attributed to as "rim" (at 64 px on a 256 canvas of ~0.9 mm pixels, 2 px ~ 7 mm).
-    rim_px: int = 2
-    canvas: int = 256
-    img_size: int = 64
-    # Pixel values kept per series (a fixed random subset) for the validation
-    # percentile and for the test pixel curves; Dice and component counts always use
-    # every pixel. Bounds memory on thousands of real series.
-    max_validation_pixels_per_series: int = 20_000
-    max_pixels_per_series: int = 200_000
-    n_jobs: int = 1
+# Pixel values kept per series (a fixed random subset) for the validation percentile
+# and for the test pixel curves; Dice and component counts always use every pixel.
+# Bounds memory on thousands of real series.
+MAX_VALIDATION_PIXELS_PER_SERIES = 20_000
+MAX_PIXELS_PER_SERIES = 200_000
 
 
 @dataclass(frozen=True)
@@ -184,7 +161,7 @@ def normalizer_values(task: SeriesTask) -> dict[str, np.ndarray]:
     cells = cell_index(masks)[used]
     inside = cells >= 0
     joined = np.stack([anomaly[used][inside], cells[inside].astype(np.float32)])
-    joined = _subsample(joined, task.settings.max_validation_pixels_per_series, task.series_uid)
+    joined = _subsample(joined, MAX_VALIDATION_PIXELS_PER_SERIES, task.series_uid)
     return {"values": joined[0], "cells": joined[1].astype(int)}
 
 
@@ -204,9 +181,7 @@ def validation_values(task: SeriesTask) -> dict[str, Any]:
         scores.append(values[task.settings.reduction])
     values = np.concatenate(pixels) if pixels else np.zeros(0, np.float32)
     return {
-        "pixels": _subsample(
-            values, task.settings.max_validation_pixels_per_series, task.series_uid
-        ),
+        "pixels": _subsample(values, MAX_VALIDATION_PIXELS_PER_SERIES, task.series_uid),
         "scores": np.asarray(scores, dtype=float),
         "rows": used[["image_id", "split", "any"]],
     }
@@ -248,7 +223,7 @@ def evaluate_series(task: SeriesTask) -> dict[str, Any]:
             if pixel_scores
             else np.zeros((2, 0))
         )
-        joined = _subsample(joined, task.settings.max_pixels_per_series, task.series_uid)
+        joined = _subsample(joined, MAX_PIXELS_PER_SERIES, task.series_uid)
         result["pixels"] = {"score": joined[0], "truth": joined[1].astype(bool), **counts}
     return result
 
@@ -328,13 +303,7 @@ def healthy_validation(frame: pd.DataFrame, paths: Paths, settings: Settings) ->
 
 def run_evaluation(paths: Paths, settings: Settings) -> dict[str, Any]:
     """Everything the stage writes; returns the metrics dict."""
-    if settings.reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {settings.reduction!r}")
-    if settings.reduction == COMPONENT_SCORE and settings.threshold_mode != "percentile":
-        raise ValueError(
-            f"reduction {COMPONENT_SCORE} needs threshold_mode percentile: it is made of the "
-            "detections, which exist only once the pixel threshold is chosen"
-        )
+    settings.check()
     frame = read_manifest(paths.slices)
     validation = healthy_validation(frame, paths, settings)
     thresholds = choose_thresholds(

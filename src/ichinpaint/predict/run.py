@@ -27,8 +27,10 @@ import pandas as pd
 
 from ichinpaint import io
 from ichinpaint import manifest as slices_manifest
+from ichinpaint import params as p
 from ichinpaint.constants import LABELS
 from ichinpaint.evaluation.decision import Decision, read_decision
+from ichinpaint.masking import MaskSettings
 from ichinpaint.predict import findings, inputs, prepare
 from ichinpaint.predict.submission import FILL_RULE, build_submission
 
@@ -38,24 +40,68 @@ FILE_STATUS_COLUMNS = ("path", "image_id", "series_uid", "status", "reason", "de
 
 @dataclasses.dataclass(frozen=True)
 class PredictOptions:
-    """Runtime choices; everything that decides the findings comes from the decision."""
+    """The predict stage's settings: runtime choices and the preprocessing of the stages
+    whose params it shares; everything that decides the findings comes from the decision."""
 
-    decision: Path = Path("models/decision.json")
-    model: Path = Path("models/inpainter.ckpt")
-    backend: str = "torch"
-    device: str = "auto"
-    batch_size: int = 64
-    bf16: bool = True
-    channels_last: bool = True
-    mask_method: str = "threshold"
-    mask_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    midrange_min_fraction: float = 0.05
-    spacing_tolerance: float = 0.1
-    max_overlays: int = 8
-    n_jobs: int = 1
-    keep_work: bool = False
-    chunk_series: int = 32  # series prepared and detected together (bounds the work folder)
-    allow_other_model: bool = False
+    decision: Path = p.path_option("models/decision.json", "the evaluate stage's decision artifact")
+    model: Path = p.path_option(
+        "models/inpainter.ckpt", "inpainter weights (+ .json, .onnx beside)"
+    )
+    backend: str = p.setting(
+        "torch", "UNet runtime", choices=("torch", "onnxruntime"), param="detect.backend"
+    )
+    device: str = p.setting("auto", "auto, cpu, cuda or cuda:N (torch)", param="detect.device")
+    batch_size: int = p.setting(
+        64, "images per UNet call", rule=p.at_least(1), param="detect.batch_size"
+    )
+    bf16: bool = p.setting(True, "bf16 UNet (CUDA only)", param=p.NOT_A_PARAM)
+    channels_last: bool = p.setting(True, "UNet layout", param=p.NOT_A_PARAM)
+    mask_method: str = p.setting(
+        "threshold", "brain mask method (params.yaml mask.method)", param="mask.method"
+    )
+    mask_model_path: str = p.setting("", "mask.model_path (method model)", param="mask.model_path")
+    mask_model_size: int = p.setting(
+        512, "mask.model_size", rule=p.at_least(8), param="mask.model_size"
+    )
+    mask_model_output: str = p.setting("logits", "mask.model_output", param="mask.model_output")
+    midrange_min_fraction: float = p.setting(
+        0.05,
+        "png.midrange_min_fraction: slices below are not inpainted (score 0)",
+        rule=p.between(0, 1, high_open=True),
+        param="png.midrange_min_fraction",
+    )
+    spacing_tolerance: float = p.setting(
+        0.1, "nifti.spacing_tolerance", rule=p.greater_than(0), param="nifti.spacing_tolerance"
+    )
+    max_overlays: int = p.setting(
+        8, "overlay PNGs per series (flagged slices first)", rule=p.at_least(0)
+    )
+    n_jobs: int = p.setting(-1, "processes for per-series work", rule=p.N_JOBS)
+    chunk_series: int = p.setting(
+        32,
+        "series prepared and detected together (bounds the temporary work folder)",
+        rule=p.at_least(1),
+        param=p.NOT_A_PARAM,
+    )
+    keep_work: bool = p.setting(
+        False,
+        "keep <out>/work (HU volumes, masks, model-grid PNGs and maps)",
+        param=p.NOT_A_PARAM,
+    )
+    allow_other_model: bool = p.setting(
+        False,
+        "run even if the model is not the one the decision was chosen for",
+        param=p.NOT_A_PARAM,
+    )
+
+    def mask_options(self) -> dict[str, Any]:
+        """The brain-mask method's keyword options, as the mask stage passes them."""
+        return MaskSettings(
+            method=self.mask_method,
+            model_path=self.mask_model_path,
+            model_size=self.mask_model_size,
+            model_output=self.mask_model_output,
+        ).method_options()
 
 
 def load_checked(options: PredictOptions) -> tuple[Decision, Any, str]:
@@ -120,7 +166,7 @@ def series_tasks(
                 min_fraction=options.midrange_min_fraction,
                 spacing_tolerance=options.spacing_tolerance,
                 mask_method=options.mask_method,
-                mask_options=dict(options.mask_options),
+                mask_options=options.mask_options(),
             )
         )
     return tasks, refused
@@ -154,16 +200,19 @@ def detect_and_find(
     if manifest.empty:
         return []
     (work / "detections").mkdir(parents=True, exist_ok=True)
+    settings = settings_from_record(
+        decision.detect,
+        batch_size=options.batch_size,
+        bf16=options.bf16,
+        channels_last=options.channels_last,
+    )
     run_detection(
         manifest,
         module,
-        settings_from_record(decision.detect, options.batch_size),
+        settings,
         out_dir=work / "detections",
         nifti_dir=prepare.nifti_dir(work),
-        canvas=decision.canvas,
         n_overlays=0,
-        bf16=options.bf16,
-        channels_last=options.channels_last,
         net=net,
     )
     tasks = [
@@ -190,7 +239,7 @@ def params_hash(decision: Decision, model_sha256: str, options: PredictOptions) 
         "model_sha256": model_sha256,
         "decision_sha256": decision.sha256(),
         "mask_method": options.mask_method,
-        "mask_options": options.mask_options,
+        "mask_options": options.mask_options(),
         "midrange_min_fraction": options.midrange_min_fraction,
         "spacing_tolerance": options.spacing_tolerance,
     }

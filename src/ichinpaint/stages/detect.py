@@ -23,11 +23,14 @@ import argparse
 from pathlib import Path
 
 from ichinpaint import params as p
-from ichinpaint.fastattention import ATTENTION_CHOICES
+from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.io import atomic_dir, write_csv, write_json
 
-STRATEGY_CHOICES = ("repaint", "partial", "onestep", "hu_threshold")
 HEADLINE = {"images": "slices", "s_per_series": "seconds_per_series"}
+
+
+# The stage's settings, declared once: its options and ranges are made from it.
+SETTINGS = DetectSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,13 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nifti",
         default="data/interim/nifti",
-        help="source volumes, for the maps' affine ('' = identity affine)",
-    )
-    parser.add_argument(
-        "--canvas",
-        type=int,
-        default=256,
-        help="the png stage's pad/crop canvas (png.canvas), for the maps' affine",
+        help="source volumes, for the maps' affine and the HU gate ('' = identity affine)",
     )
     parser.add_argument(
         "--root", default=".", help="directory the manifest's relative paths start from"
@@ -57,142 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", default="metrics/reports/detect.json", help="speed and counts (JSON)"
     )
-    # -- params.yaml `detect` --
-    parser.add_argument(
-        "--strategy",
-        default="onestep",
-        choices=STRATEGY_CHOICES,
-        help="repaint: DDIM from noise with RePaint resampling (the study); partial: start "
-        "from the original noised to start_fraction of T; onestep: one clean prediction per "
-        "noise level; hu_threshold: no model, the share of each pixel in baseline_hu (baseline)",
-    )
-    parser.add_argument(
-        "--sign",
-        default="positive",
-        choices=("absolute", "positive"),
-        help="absolute: |real - re-painted|; positive: only where the real slice is brighter "
-        "(blood is hyperdense; cysts, atrophy and old infarcts are not)",
-    )
-    parser.add_argument(
-        "--hu_gate",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="multiply the map by the share of native pixels within gate_hu (from the HU volume): "
-        "differences on bone, calcification, CSF or fat count for nothing",
-    )
-    parser.add_argument(
-        "--gate_hu",
-        type=float,
-        nargs=2,
-        default=[35.0, 100.0],
-        metavar=("LOW", "HIGH"),
-        help="HU band that could be blood (subacute 35-50, acute 50-90) for hu_gate",
-    )
-    parser.add_argument(
-        "--baseline_hu",
-        type=float,
-        nargs=2,
-        default=[55.0, 95.0],
-        metavar=("LOW", "HIGH"),
-        help="hu_threshold: the acute-blood HU band whose share per pixel is the map",
-    )
-    parser.add_argument(
-        "--sizes",
-        type=int,
-        nargs="+",
-        default=[8, 32],
-        help="square sizes in px at 256 (scaled to the model's image size)",
-    )
-    parser.add_argument(
-        "--offsets",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="also the half-square shifted grids (4 grids per size instead of 1)",
-    )
-    parser.add_argument(
-        "--ddim_steps",
-        type=int,
-        default=10,
-        help="DDIM steps over the whole schedule (repaint, partial)",
-    )
-    parser.add_argument(
-        "--start_fraction",
-        type=float,
-        default=0.5,
-        help="partial: start the reverse process at this fraction of T",
-    )
-    parser.add_argument(
-        "--jump_length", type=int, default=1, help="RePaint: DDIM steps re-noised per jump"
-    )
-    parser.add_argument(
-        "--jump_n_sample",
-        type=int,
-        default=1,
-        help="RePaint: times each jump segment is sampled (1 = no resampling)",
-    )
-    parser.add_argument(
-        "--noise_levels",
-        type=float,
-        nargs="+",
-        default=[0.5],
-        help="onestep: noise levels (fractions of T) whose predictions are averaged",
-    )
-    parser.add_argument(
-        "--combine",
-        default="max",
-        choices=("max", "mean"),
-        help="how maps of the different sizes and shifts are combined per pixel",
-    )
-    parser.add_argument(
-        "--batch_size", type=int, default=64, help="images per UNet call (mixed slices and passes)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="noise seed (per series: seed + series UID)"
-    )
-    parser.add_argument(
-        "--splits", nargs="+", default=["val", "test"], help="splits whose series are detected"
-    )
-    parser.add_argument(
-        "--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N"
-    )
-    parser.add_argument(
-        "--bf16",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="bf16 weights and activations in the UNet (CUDA only; the CPU stays float32)",
-    )
-    parser.add_argument(
-        "--channels_last",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="channels_last memory format for the UNet (faster on GPU and on this CPU)",
-    )
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="torch.compile the UNet (pays a compile time; worth it on GPU for big runs)",
-    )
-    parser.add_argument(
-        "--attention",
-        default="einsum",
-        choices=ATTENTION_CHOICES,
-        help="einsum: mediffusion's attention; sdpa: torch's scaled_dot_product_attention "
-        "(same result within rounding, faster on GPU)",
-    )
-    parser.add_argument(
-        "--backend",
-        default="torch",
-        choices=("torch", "onnxruntime"),
-        help="run the UNet in torch or in onnxruntime (CPU; needs `ichinpaint export-onnx`, "
-        "the .onnx beside --model)",
-    )
-    parser.add_argument(
-        "--n_overlays",
-        type=int,
-        default=8,
-        help="overlay PNGs: half the highest-scoring bleed slices, half the highest-scoring healthy ones",
-    )
+    p.add_options(parser.add_argument_group("detect params (params.yaml: detect)"), DetectSettings)
 
     # -- orchestration (not params: they change where and when, never the result) --
     parser.add_argument(
@@ -226,23 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # Ranges of the settings above, checked by the CLI before any work (ichinpaint.params).
 PARAM_RULES = {
-    "canvas": p.at_least(8),
-    "sizes": p.at_least(1),
-    "ddim_steps": p.at_least(1),
-    "start_fraction": p.between(0, 1, low_open=True),
-    "jump_length": p.at_least(1),
-    "jump_n_sample": p.at_least(1),
-    "noise_levels": p.between(0, 1, low_open=True),
-    "batch_size": p.at_least(1),
-    "seed": p.SEED,
-    "splits": p.one_of(("train", "val", "test")),
-    "n_overlays": p.at_least(0),
+    **p.rules_of(DetectSettings),
     "work": p.maybe_empty(p.Rule(lambda v: bool(str(v).strip()), "a folder path")),
     "num_parts": p.at_least(1),
     "part_id": p.at_least(0),
     "dist_timeout_h": p.greater_than(0),
-    "gate_hu": p.between(-1100, 4000),
-    "baseline_hu": p.between(-1100, 4000),
 }
 
 
@@ -256,42 +106,7 @@ def check_args(args: argparse.Namespace) -> None:
         p.require(low < high, f"--{name} {low:g} {high:g}: LOW must be below HIGH")
 
 
-def build_settings(args: argparse.Namespace):
-    from ichinpaint.detection.runner import DetectSettings
-    from ichinpaint.detection.strategies import Strategy
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
-    strategy = Strategy(
-        name=args.strategy,
-        ddim_steps=args.ddim_steps,
-        start_fraction=args.start_fraction,
-        jump_length=args.jump_length,
-        jump_n_sample=args.jump_n_sample,
-        noise_levels=tuple(args.noise_levels),
-    )
-    return DetectSettings(
-        strategy=strategy,
-        sizes_at_256=tuple(args.sizes),
-        offsets=args.offsets,
-        combine=args.combine,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        sign=args.sign,
-        hu_gate=args.hu_gate,
-        gate_band=tuple(args.gate_hu),
-        baseline_band=tuple(args.baseline_hu),
-    )
-
-
-def result_params(args: argparse.Namespace, settings) -> dict:
-    """The params that define a series' result (with the model and the inputs)."""
-    import dataclasses
-
-    return {"settings": dataclasses.asdict(settings), "canvas": args.canvas if args.nifti else None}
-
-
-def numerics(args: argparse.Namespace, device) -> str:
+def numerics(settings: DetectSettings, device) -> str:
     """How the numbers were computed: same result up to rounding, but never mixed in one run."""
     import json
 
@@ -299,11 +114,11 @@ def numerics(args: argparse.Namespace, device) -> str:
     return json.dumps(
         {
             "device_type": device.type,
-            "bf16": bool(args.bf16 and on_cuda),  # the CPU always runs float32
-            "channels_last": args.channels_last,
-            "compile": args.compile,
-            "attention": args.attention,
-            "backend": args.backend,
+            "bf16": bool(settings.bf16 and on_cuda),  # the CPU always runs float32
+            "channels_last": settings.channels_last,
+            "compile": settings.compile,
+            "attention": settings.attention,
+            "backend": settings.backend,
         },
         sort_keys=True,
     )
@@ -329,16 +144,16 @@ def run(args: argparse.Namespace) -> str:
     from ichinpaint.model import InpainterSpec, config_path_for, load_inpainter
     from ichinpaint.onnxunet import onnx_net, onnx_path_for
 
-    settings = build_settings(args)
+    settings = p.from_args(DetectSettings, args)
     part = shards.resolve_part(args.num_parts, args.part_id)
-    manifest = read_manifest(args.slices, args.splits)
+    manifest = read_manifest(args.slices, settings.splits)
     if manifest.empty:
-        raise ValueError(f"{args.slices}: no slices in splits {args.splits}")
-    device = pick_device("cpu" if args.backend == "onnxruntime" else args.device)
+        raise ValueError(f"{args.slices}: no slices in splits {list(settings.splits)}")
+    device = pick_device("cpu" if settings.backend == "onnxruntime" else settings.device)
     if part.torchrun and device.type == "cuda" and device.index is None:
         device = torch_device(f"cuda:{part.local_rank % cuda_device_count()}")
     root = Path(args.root)
-    if settings.strategy.needs_model:
+    if settings.needs_model:
         model_files = [Path(args.model), config_path_for(args.model)]
         for path in model_files:
             if not path.is_file():
@@ -347,7 +162,7 @@ def run(args: argparse.Namespace) -> str:
     else:  # the HU baseline reads no model: its result does not depend on one
         model_files = []
         img_size = manifest_png_size(manifest, root)
-    run_fp = shards.run_fingerprint(result_params(args, settings), model_files)
+    run_fp = shards.run_fingerprint(settings.fingerprint_params(), model_files)
     nifti_dir = Path(args.nifti) if args.nifti else None
     stores = [shards.SeriesStore(p) for p in store_dirs(args)]
     all_uids = sorted(manifest["series_uid"].unique())
@@ -355,7 +170,7 @@ def run(args: argparse.Namespace) -> str:
     context = {
         "root": root,
         "nifti_dir": nifti_dir,
-        "canvas": args.canvas,
+        "canvas": settings.canvas,
         "img_size": img_size,
         "reads_hu": settings.needs_hu,
     }
@@ -366,15 +181,14 @@ def run(args: argparse.Namespace) -> str:
 
         def load_module():
             module, _ = load_inpainter(args.model, device=device)
-            use_attention(module.model, args.attention)
+            use_attention(module.model, settings.attention)
             return module
 
-        net = onnx_net(onnx_path_for(args.model)) if args.backend == "onnxruntime" else None
+        net = onnx_net(onnx_path_for(args.model)) if settings.backend == "onnxruntime" else None
 
         done = run_part(
             manifest, load_module, settings, store=stores[0], fingerprints=prints,
-            run_fp=run_fp, numerics=numerics(args, device), root=root, nifti_dir=nifti_dir, canvas=args.canvas,
-            bf16=args.bf16, channels_last=args.channels_last, compile=args.compile,
+            run_fp=run_fp, numerics=numerics(settings, device), root=root, nifti_dir=nifti_dir,
             part_label=part.label, net=net,
         )  # fmt: skip
     part_summary = (
@@ -404,15 +218,14 @@ def merge(args, manifest, stores, run_fp, settings, context, part_summary, known
     with atomic_dir(args.out) as tmp:
         result = merge_detections(
             manifest, located, settings, out_dir=tmp, root=context["root"],
-            n_overlays=args.n_overlays,
+            n_overlays=settings.n_overlays,
         )  # fmt: skip
         write_csv(tmp / "scores.csv", result.scores)
         # What decides the maps, for evaluate's decision artifact (predict reruns it).
         record = settings_record(
             settings,
-            canvas=args.canvas,
             img_size=context["img_size"],
-            model_sha256=file_sha256(args.model) if settings.strategy.needs_model else "",
+            model_sha256=file_sha256(args.model) if settings.needs_model else "",
         )
         write_json(tmp / "settings.json", record)
     write_json(args.metrics, result.metrics)

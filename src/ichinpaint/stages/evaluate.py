@@ -11,11 +11,9 @@ from pathlib import Path
 
 from ichinpaint import params as p
 from ichinpaint.evaluation.decision import decision_from_evaluation, write_decision
-from ichinpaint.evaluation.normalize import MODES as NORMALIZE_MODES
-from ichinpaint.evaluation.pipeline import Paths, Settings, run_evaluation
-from ichinpaint.evaluation.thresholds import MODES
+from ichinpaint.evaluation.pipeline import Paths, run_evaluation
+from ichinpaint.evaluation.settings import Settings
 from ichinpaint.io import staged_outputs
-from ichinpaint.scores import REDUCTIONS
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
@@ -27,85 +25,12 @@ HEADLINE = {
 }
 
 
+# The stage's settings, declared once: its options and ranges are made from it.
+SETTINGS = Settings
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = Settings()
-    parser.add_argument(
-        "--threshold_mode",
-        choices=MODES,
-        default=d.threshold_mode,
-        help="percentile: pixel threshold from healthy validation pixels, a slice is positive "
-        "when a detection survives; fpr: also a slice-score threshold at target_fpr",
-    )
-    parser.add_argument(
-        "--percentile",
-        type=float,
-        default=d.percentile,
-        help="percentile of healthy validation brain pixels used as the pixel threshold",
-    )
-    parser.add_argument(
-        "--target_fpr",
-        type=float,
-        default=d.target_fpr,
-        help="fpr mode: fraction of healthy validation slices allowed above the slice threshold",
-    )
-    parser.add_argument(
-        "--normalize",
-        choices=NORMALIZE_MODES,
-        default=d.normalize,
-        help="none | location: divide maps by the healthy spread at each depth from the mask "
-        "edge and slice level, learned on healthy validation series",
-    )
-    parser.add_argument(
-        "--erosion_px",
-        type=int,
-        default=d.erosion_px,
-        help="erode the brain mask by this many pixels (skull rim false positives)",
-    )
-    parser.add_argument(
-        "--median_size",
-        type=int,
-        default=d.median_size,
-        help="median filter size in pixels (<= 1: none)",
-    )
-    parser.add_argument(
-        "--min_component_px",
-        type=int,
-        default=d.min_component_px,
-        help="drop detected components smaller than this (pixels)",
-    )
-    parser.add_argument(
-        "--consistency_3d",
-        action=argparse.BooleanOptionalAction,
-        default=d.consistency_3d,
-        help="keep a detection only if it overlaps one on an adjacent slice",
-    )
-    parser.add_argument(
-        "--reduction",
-        choices=REDUCTIONS,
-        default=d.reduction,
-        help="slice score used for ROC/AP, the fpr threshold and the probabilities; "
-        "score_components: from the post-processed detections (largest component's mass; "
-        "percentile mode only)",
-    )
-    parser.add_argument(
-        "--n_splits",
-        type=int,
-        default=d.n_splits,
-        help="patient folds for cross-fitting the probabilities on test",
-    )
-    parser.add_argument(
-        "--gallery_per_category",
-        type=int,
-        default=d.gallery_per_category,
-        help="overlay PNGs per category (TP per subtype, missed bleeds, false positives)",
-    )
-    parser.add_argument("--n_jobs", type=int, default=-1, help="parallel series (-1: all cores)")
-    parser.add_argument(
-        "--canvas", type=int, default=d.canvas, help="png stage canvas (ground truth geometry)"
-    )
-    parser.add_argument(
-        "--img_size", type=int, default=d.img_size, help="model grid size in pixels"
-    )
+    p.add_options(parser, Settings)
     parser.add_argument(
         "--slices", type=Path, default=Path("data/processed/slices.csv"), help="png stage manifest"
     )
@@ -135,12 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "docs/real-data.md. Used instead of the synthetic ground truth for pixel metrics",
     )
     parser.add_argument(
-        "--rim_px",
-        type=int,
-        default=d.rim_px,
-        help="false positives within this many pixels of the brain mask edge count as 'rim'",
-    )
-    parser.add_argument(
         "--root", type=Path, default=Path("."), help="folder the manifest's paths are relative to"
     )
     parser.add_argument(
@@ -164,39 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # Ranges of the settings above, checked by the CLI before any work (ichinpaint.params).
-PARAM_RULES = {
-    "percentile": p.between(0, 100, low_open=True),
-    "target_fpr": p.between(0, 1, high_open=True),
-    "erosion_px": p.at_least(0),
-    "median_size": p.at_least(0),
-    "min_component_px": p.at_least(0),
-    "n_splits": p.at_least(2),
-    "gallery_per_category": p.at_least(0),
-    "rim_px": p.at_least(0),
-    "n_jobs": p.N_JOBS,
-    "canvas": p.at_least(8),
-    "img_size": p.at_least(8),
-}
+PARAM_RULES = p.rules_of(Settings)
 
 
 def run(args: argparse.Namespace) -> str:
-    settings = Settings(
-        threshold_mode=args.threshold_mode,
-        percentile=args.percentile,
-        target_fpr=args.target_fpr,
-        normalize=args.normalize,
-        erosion_px=args.erosion_px,
-        median_size=args.median_size,
-        min_component_px=args.min_component_px,
-        consistency_3d=args.consistency_3d,
-        reduction=args.reduction,
-        n_splits=args.n_splits,
-        gallery_per_category=args.gallery_per_category,
-        rim_px=args.rim_px,
-        canvas=args.canvas,
-        img_size=args.img_size,
-        n_jobs=args.n_jobs,
-    )
+    settings = p.from_args(Settings, args)
     paths = Paths(
         slices=args.slices,
         detections=args.detections,

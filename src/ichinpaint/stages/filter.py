@@ -14,6 +14,8 @@ the training images by whole series, so kept slices keep their neighbours.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 from ichinpaint import io
@@ -23,6 +25,33 @@ from ichinpaint.slicetable import COLUMNS, build_slice_table
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
 HEADLINE = {"images": "kept", "excluded": "excluded"}
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """The ``filter`` params."""
+
+    val_fraction: float = p.setting(
+        0.3,
+        "share of healthy patients for validation",
+        rule=p.between(0, 1, low_open=True, high_open=True),
+    )
+    test_healthy_fraction: float = p.setting(
+        0.3,
+        "share of healthy patients held out for test (all hemorrhage patients are test)",
+        rule=p.between(0, 1, low_open=True, high_open=True),
+    )
+    fraction: float = p.setting(
+        1.0,
+        "share of healthy training images to keep, by whole series",
+        rule=p.between(0, 1, low_open=True),
+    )
+    seed: int = p.setting(0, "seed of the patient split and the subsampling", rule=p.SEED)
+    n_jobs: int = p.setting(-1, "processes reading headers (-1: all cores)", rule=p.N_JOBS)
+
+
+# The stage's settings, declared once: its options and ranges are made from it.
+SETTINGS = FilterSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,36 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", default="metrics/reports/filter.json", help="counts to write (flat JSON)"
     )
-    parser.add_argument(
-        "--val_fraction", type=float, default=0.3, help="share of healthy patients for validation"
-    )
-    parser.add_argument(
-        "--test_healthy_fraction",
-        type=float,
-        default=0.3,
-        help="share of healthy patients held out for test (all hemorrhage patients are test)",
-    )
-    parser.add_argument(
-        "--fraction",
-        type=float,
-        default=1.0,
-        help="share of healthy training images to keep, by whole series",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the patient split and the subsampling"
-    )
-    parser.add_argument(
-        "--n_jobs", type=int, default=-1, help="processes reading headers (-1: all cores)"
-    )
+    p.add_options(parser, FilterSettings)
 
 
-PARAM_RULES = {
-    "val_fraction": p.between(0, 1, low_open=True, high_open=True),
-    "test_healthy_fraction": p.between(0, 1, low_open=True, high_open=True),
-    "fraction": p.between(0, 1, low_open=True),
-    "seed": p.SEED,
-    "n_jobs": p.N_JOBS,
-}
+PARAM_RULES = p.rules_of(FilterSettings)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -76,14 +79,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> str:
-    table, metrics = build_slice_table(
-        Path(args.raw_dir),
-        val_fraction=args.val_fraction,
-        test_healthy_fraction=args.test_healthy_fraction,
-        fraction=args.fraction,
-        seed=args.seed,
-        n_jobs=args.n_jobs,
-    )
+    settings = p.from_args(FilterSettings, args)
+    table, metrics = build_slice_table(Path(args.raw_dir), **dataclasses.asdict(settings))
     with io.staged_outputs():  # the table and its counts appear together
         io.write_csv(args.out, table[COLUMNS])
         io.write_json(args.metrics, metrics)

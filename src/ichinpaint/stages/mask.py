@@ -10,17 +10,19 @@ from __future__ import annotations
 import argparse
 import functools
 from pathlib import Path
-from typing import Any
 
-from ichinpaint import brainmask
 from ichinpaint import params as p
 from ichinpaint.io import atomic_dir, parallel_map, write_json
-from ichinpaint.masking import mask_one_series, summarise, write_overlay
+from ichinpaint.masking import MaskSettings, mask_one_series, summarise, write_overlay
 from ichinpaint.niftidir import NIFTI_SUFFIX, list_volumes
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
 HEADLINE = {"images": "slices", "dice": "dice_mean"}  # lesion_inside_mask: in the report
+
+
+# The stage's settings, declared once: its options and ranges are made from it.
+SETTINGS = MaskSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,25 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", default="metrics/reports/mask.json", help="Dice and counts (JSON)"
     )
-    parser.add_argument(
-        "--method",
-        default="threshold",
-        choices=sorted(brainmask.METHODS),
-        help="threshold: HU range + morphology; model: TorchScript extractor at --model_path",
-    )
-    parser.add_argument(
-        "--model_path", default="", help="TorchScript brain-extraction model (method=model)"
-    )
-    parser.add_argument(
-        "--model_size", type=int, default=512, help="square input size of the model (method=model)"
-    )
-    parser.add_argument(
-        "--model_output",
-        default="logits",
-        choices=["logits", "probabilities"],
-        help="what the model returns (method=model); brain where probability >= 0.5",
-    )
-    parser.add_argument("--n_jobs", type=int, default=-1, help="parallel series (-1 = all cores)")
+    p.add_options(parser, MaskSettings)
     parser.add_argument(
         "--overlay",
         default="metrics/mask_overlay.png",
@@ -62,10 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-PARAM_RULES = {
-    "model_size": p.at_least(8),
-    "n_jobs": p.N_JOBS,
-}
+PARAM_RULES = p.rules_of(MaskSettings)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -75,34 +56,22 @@ def check_args(args: argparse.Namespace) -> None:
     )
 
 
-def method_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword options of the chosen method, from the command line."""
-    if args.method == "model":
-        if not args.model_path:
-            raise ValueError("--method model needs --model_path (a TorchScript file)")
-        return {
-            "model_path": args.model_path,
-            "model_size": args.model_size,
-            "model_output": args.model_output,
-        }
-    return {}
-
-
 def run(args: argparse.Namespace) -> str:
     volumes = list_volumes(args.nifti)
     if not volumes:
         raise FileNotFoundError(f"no *{NIFTI_SUFFIX} volumes in {args.nifti}")
+    settings = p.from_args(MaskSettings, args)
     work = functools.partial(
         mask_one_series,
         truth_dir=Path(args.ground_truth),
-        method=args.method,
-        options=method_options(args),
+        method=settings.method,
+        options=settings.method_options(),
     )
     with atomic_dir(args.out) as tmp:
         rows = parallel_map(
             functools.partial(work, out_dir=tmp),
             volumes,
-            n_jobs=args.n_jobs,
+            n_jobs=settings.n_jobs,
             desc="brain masks",
             unit="series",
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -47,6 +48,23 @@ SERIES_COLUMNS = [
 HEADLINE = {"images": "images_written", "excluded": "images_refused"}
 
 
+@dataclass(frozen=True)
+class NiftiSettings:
+    """The ``nifti`` params."""
+
+    spacing_tolerance: float = p.setting(
+        0.1,
+        "refuse a series when an IPP step differs from the mean step by more than this "
+        "share of it (a missing slice)",
+        rule=p.greater_than(0),
+    )
+    n_jobs: int = p.setting(-1, "processes converting series (-1: all cores)", rule=p.N_JOBS)
+
+
+# The stage's settings, declared once: its options and ranges are made from it.
+SETTINGS = NiftiSettings
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw_dir",
@@ -64,21 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", default="metrics/reports/nifti.json", help="counts to write (JSON)"
     )
-    parser.add_argument(
-        "--spacing_tolerance",
-        type=float,
-        default=0.1,
-        help="refuse a series when an IPP step differs from the mean step by more than this share of it (a missing slice)",
-    )
-    parser.add_argument(
-        "--n_jobs", type=int, default=-1, help="processes converting series (-1: all cores)"
-    )
+    p.add_options(parser, NiftiSettings)
 
 
-PARAM_RULES = {
-    "spacing_tolerance": p.greater_than(0),
-    "n_jobs": p.N_JOBS,
-}
+PARAM_RULES = p.rules_of(NiftiSettings)
 
 
 def series_tasks(
@@ -224,12 +231,13 @@ def run(args: argparse.Namespace) -> str:
         },
         keep_default_na=False,
     )
+    settings = p.from_args(NiftiSettings, args)
     kept_images = int((slices["status"] == "kept").sum())
     image_dir = Path(args.raw_dir) / "stage_2_train"
     with io.atomic_dir(args.out) as tmp:
-        tasks = series_tasks(slices, image_dir, tmp, args.spacing_tolerance)
+        tasks = series_tasks(slices, image_dir, tmp, settings.spacing_tolerance)
         results = io.parallel_map(
-            convert_series, tasks, n_jobs=args.n_jobs, desc="series", unit="series"
+            convert_series, tasks, n_jobs=settings.n_jobs, desc="series", unit="series"
         )
         table = pd.DataFrame(results, columns=SERIES_COLUMNS)
         io.write_csv(tmp / "series.csv", table)

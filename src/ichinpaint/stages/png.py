@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 from ichinpaint import params as p
@@ -22,6 +23,29 @@ from ichinpaint.niftidir import list_volumes
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
 HEADLINE = {"images": "slices_used", "excluded": "slices_dropped"}
+
+
+@dataclass(frozen=True)
+class PngSettings:
+    """The ``png`` params."""
+
+    canvas: int = p.setting(
+        256,
+        "pad/crop square in native pixels before resizing (512 for RSNA)",
+        rule=p.at_least(8),
+    )
+    img_size: int = p.setting(64, "model grid size in pixels (area resize)", rule=p.at_least(8))
+    midrange_min_fraction: float = p.setting(
+        0.05,
+        "slices whose fraction of in-brain 0<HU<80 pixels (of the whole slice) is below "
+        "this get use=False",
+        rule=p.between(0, 1, high_open=True),  # 1 would drop every slice
+    )
+    n_jobs: int = p.setting(-1, "parallel series (-1 = all cores)", rule=p.N_JOBS)
+
+
+# The stage's settings, declared once: its options and ranges are made from it.
+SETTINGS = PngSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,36 +62,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics", default="metrics/reports/png.json", help="slice counts per split (JSON)"
     )
-    parser.add_argument(
-        "--canvas",
-        type=int,
-        default=256,
-        help="pad/crop square in native pixels before resizing (512 for RSNA)",
-    )
-    parser.add_argument(
-        "--img_size", type=int, default=64, help="model grid size in pixels (area resize)"
-    )
-    parser.add_argument(
-        "--midrange_min_fraction",
-        type=float,
-        default=0.05,
-        help="slices whose fraction of in-brain 0<HU<80 pixels (of the whole slice) is below this get use=False",
-    )
-    parser.add_argument("--n_jobs", type=int, default=-1, help="parallel series (-1 = all cores)")
+    p.add_options(parser, PngSettings)
 
 
-PARAM_RULES = {
-    "canvas": p.at_least(8),
-    "img_size": p.at_least(8),
-    "midrange_min_fraction": p.between(0, 1, high_open=True),  # 1 would drop every slice
-    "n_jobs": p.N_JOBS,
-}
+PARAM_RULES = p.rules_of(PngSettings)
 
 
 def run(args: argparse.Namespace) -> str:
     volumes = list_volumes(args.nifti)
     if not volumes:
         raise FileNotFoundError(f"no volumes in {args.nifti}")
+    settings = p.from_args(PngSettings, args)
     labels = read_labels(args.slices)
     with atomic_dir(args.out) as tmp:
         work = functools.partial(
@@ -75,12 +80,12 @@ def run(args: argparse.Namespace) -> str:
             masks_dir=Path(args.masks),
             tmp_dir=tmp,
             out_dir=Path(args.out),
-            canvas=args.canvas,
-            img_size=args.img_size,
-            min_fraction=args.midrange_min_fraction,
+            canvas=settings.canvas,
+            img_size=settings.img_size,
+            min_fraction=settings.midrange_min_fraction,
         )
         per_series = parallel_map(
-            work, volumes, n_jobs=args.n_jobs, desc="png export", unit="series"
+            work, volumes, n_jobs=settings.n_jobs, desc="png export", unit="series"
         )
         manifest = attach_labels([row for rows in per_series for row in rows], labels, args.slices)
         write_csv(tmp / "slices.csv", manifest)

@@ -12,6 +12,8 @@ reads the real data from data.raw_dir). See docs/synthetic-data.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 from ichinpaint import io
@@ -19,64 +21,58 @@ from ichinpaint import params as p
 from ichinpaint.synthetic import write_dataset
 
 
+@dataclass(frozen=True)
+class SynthesizeSettings:
+    """The ``synthesize`` params."""
+
+    n_patients: int = p.setting(
+        40, "patients (one series each)", rule=p.at_least(3)
+    )  # the filter stage needs train, val and test patients
+    n_slices: int = p.setting(32, "5 mm axial slices per series (the most)", rule=p.at_least(2))
+    min_slices: int = p.setting(
+        20,
+        "fewest slices; lengths are drawn from min_slices..n_slices (>= n_slices: all equal)",
+        rule=p.at_least(2),
+    )
+    matrix: int = p.setting(256, "image rows and columns (pixels)", rule=p.at_least(32))
+    hemorrhage_fraction: float = p.setting(
+        0.35,
+        "share of patients with bleeds (each subtype appears before any repeats)",
+        rule=p.between(0, 1),
+    )
+    seed: int = p.setting(0, "same seed, byte-identical output", rule=p.SEED)
+    n_jobs: int = p.setting(-1, "series rendered in parallel (-1 = all cores)", rule=p.N_JOBS)
+    source: str = p.setting(
+        "synthetic",
+        'data.source: anything but "synthetic" writes only <out>/SKIPPED.txt',
+        param="data.source",
+    )
+
+
+# The stage's settings, declared once: its options and ranges are made from it.
+SETTINGS = SynthesizeSettings
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n_patients", type=int, default=40, help="patients (one series each)")
-    parser.add_argument(
-        "--n_slices", type=int, default=32, help="5 mm axial slices per series (the most)"
-    )
-    parser.add_argument(
-        "--min_slices",
-        type=int,
-        default=20,
-        help="fewest slices; lengths are drawn from min_slices..n_slices (>= n_slices: all equal)",
-    )
-    parser.add_argument("--matrix", type=int, default=256, help="image rows and columns (pixels)")
-    parser.add_argument(
-        "--hemorrhage_fraction",
-        type=float,
-        default=0.35,
-        help="share of patients with bleeds (each subtype appears before any repeats)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="same seed, byte-identical output")
-    parser.add_argument(
-        "--n_jobs", type=int, default=-1, help="series rendered in parallel (-1 = all cores)"
-    )
-    parser.add_argument(
-        "--source",
-        default="synthetic",
-        help='data.source: anything but "synthetic" writes only <out>/SKIPPED.txt',
-    )
+    p.add_options(parser, SynthesizeSettings)
     parser.add_argument("--out", default="data/raw/synthetic", help="output directory (replaced)")
 
 
-PARAM_RULES = {
-    "n_patients": p.at_least(3),  # the filter stage needs train, val and test patients
-    "n_slices": p.at_least(2),
-    "min_slices": p.at_least(2),
-    "matrix": p.at_least(32),
-    "hemorrhage_fraction": p.between(0, 1),
-    "seed": p.SEED,
-    "n_jobs": p.N_JOBS,
-}
+PARAM_RULES = p.rules_of(SynthesizeSettings)
 
 
 def run(args: argparse.Namespace) -> str:
     out = Path(args.out)
-    if args.source != "synthetic":
+    settings = p.from_args(SynthesizeSettings, args)
+    if settings.source != "synthetic":
         with io.atomic_dir(out) as tmp:
-            (tmp / "SKIPPED.txt").write_text(_skip_note(args.source))
-        return f"skipped: data.source is {args.source!r}, not 'synthetic' (see {out}/SKIPPED.txt)"
-    with io.atomic_dir(out) as tmp:
-        counts = write_dataset(
-            tmp,
-            n_patients=args.n_patients,
-            n_slices=args.n_slices,
-            min_slices=args.min_slices,
-            matrix=args.matrix,
-            hemorrhage_fraction=args.hemorrhage_fraction,
-            seed=args.seed,
-            n_jobs=args.n_jobs,
+            (tmp / "SKIPPED.txt").write_text(_skip_note(settings.source))
+        return (
+            f"skipped: data.source is {settings.source!r}, not 'synthetic' (see {out}/SKIPPED.txt)"
         )
+    dataset = {k: v for k, v in dataclasses.asdict(settings).items() if k != "source"}
+    with io.atomic_dir(out) as tmp:
+        counts = write_dataset(tmp, **dataset)
     quirks = sum(v for k, v in counts.items() if k.startswith("quirk_"))
     return (
         f"{counts['patients']} series, {counts['images']} images "

@@ -12,24 +12,43 @@ data.source is: on real data it is a small smoke test of predict (drop the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ichinpaint import io
+from ichinpaint import params as p
+
+
+@dataclass(frozen=True)
+class SynthesizeTestSettings:
+    """The ``synthesize_test`` params, with the series shape of ``synthesize``."""
+
+    n_patients: int = p.setting(3, "series to write", rule=p.at_least(1))
+    n_slices: int = p.setting(
+        32, "5 mm axial slices per series", rule=p.at_least(2), param="synthesize.n_slices"
+    )
+    matrix: int = p.setting(
+        256, "image rows and columns", rule=p.at_least(32), param="synthesize.matrix"
+    )
+    hemorrhage_fraction: float = p.setting(
+        0.67, "share of series with bleeds", rule=p.between(0, 1)
+    )
+    seed: int = p.setting(1000, "generator seed (differ from synthesize's)", rule=p.SEED)
+
+
+# The stage's settings, declared once: its options and ranges are made from it.
+SETTINGS = SynthesizeTestSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n_patients", type=int, default=3, help="series to write")
-    parser.add_argument("--n_slices", type=int, default=16, help="5 mm axial slices per series")
-    parser.add_argument("--matrix", type=int, default=256, help="image rows and columns")
-    parser.add_argument(
-        "--hemorrhage_fraction", type=float, default=0.67, help="share of series with bleeds"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=1000, help="generator seed (differ from synthesize's)"
-    )
+    p.add_options(parser, SynthesizeTestSettings)
     parser.add_argument("--out", default="data/raw/synthetic_test", help="output folder (replaced)")
+
+
+PARAM_RULES = p.rules_of(SynthesizeTestSettings)
 
 
 def write_unlabelled(
@@ -57,13 +76,7 @@ def write_unlabelled(
 
 def run(args: argparse.Namespace) -> str:
     out = Path(args.out)
+    settings = p.from_args(SynthesizeTestSettings, args)
     with io.atomic_dir(out) as tmp:
-        n = write_unlabelled(
-            tmp,
-            n_patients=args.n_patients,
-            n_slices=args.n_slices,
-            matrix=args.matrix,
-            hemorrhage_fraction=args.hemorrhage_fraction,
-            seed=args.seed,
-        )
+        n = write_unlabelled(tmp, **dataclasses.asdict(settings))
     return f"{n} unlabelled DICOM files ({args.n_patients} series) -> {out}"

@@ -28,6 +28,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from ichinpaint import params
 from ichinpaint.io import read_json, write_json
 from ichinpaint.model import InpainterSpec, build_module, save_inpainter, scaled_sizes
 from ichinpaint.training.augment import load_transforms
@@ -44,8 +45,16 @@ from ichinpaint.training.callbacks import (
 from ichinpaint.training.dataset import InpaintingDataset, read_split
 from ichinpaint.training.module import InpaintingModule
 
-# Params that change how the run is executed or observed, not what it learns.
-NOT_IN_FINGERPRINT = ("num_workers", "compile", "val_every", "val_images", "checkpoint_every")
+# Params that change how the run is executed or observed, not what it learns (the
+# augmentation file's bytes, not its path, are part of the fingerprint).
+NOT_IN_FINGERPRINT = (
+    "num_workers",
+    "compile",
+    "val_every",
+    "val_images",
+    "checkpoint_every",
+    "transforms",
+)
 METRIC_KEYS = (
     "train_loss",
     "val_loss",
@@ -62,30 +71,75 @@ METRIC_KEYS = (
 
 @dataclasses.dataclass
 class TrainConfig:
-    """The ``train`` params (see ``ichinpaint train --help`` for each one)."""
+    """The ``train`` params (``ichinpaint train --help`` prints each one)."""
 
-    img_size: int = 64
-    total_image_seen: int = 2400
-    batch_size: int = 16
-    accumulate_grad_batches: int = 1
-    num_devices: int = 1
-    num_nodes: int = 1
-    precision: str = "32"
-    lr: float = 2e-3
-    ema_decay: float = 0.995
-    model_channels: int = 32
-    channel_mult: tuple[int, ...] = (1, 2, 2)
-    attention_resolutions: tuple[int, ...] = (8,)
-    num_res_blocks: int = 1
-    sizes: tuple[int, ...] = (8, 16, 32, 64)
-    grid_fraction: float = 0.5
-    val_every: int = 800
-    val_images: int = 32
-    checkpoint_every: int = 400
-    seed: int = 0
-    num_workers: int = 0
-    channels_last: bool = True
-    compile: bool = False
+    transforms: str = params.setting(
+        "transforms/train.json", "albumentations pipeline (A.save JSON)"
+    )
+    img_size: int = params.setting(
+        64, "square image size; must match the png stage", rule=params.at_least(8)
+    )
+    total_image_seen: int = params.setting(
+        2400, "training length in images", rule=params.at_least(1)
+    )
+    batch_size: int = params.setting(
+        16, "images per device per micro-batch", rule=params.at_least(1)
+    )
+    accumulate_grad_batches: int = params.setting(
+        1, "micro-batches per step", rule=params.at_least(1)
+    )
+    num_devices: int = params.setting(1, "devices per node (DDP when > 1)", rule=params.at_least(1))
+    num_nodes: int = params.setting(
+        1, "nodes (DDP, launched by torchrun/SLURM)", rule=params.at_least(1)
+    )
+    precision: str = params.setting(
+        "32",
+        'Lightning precision: "32" on CPU, "bf16-mixed" on GPU',
+        rule=params.one_of(("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "64")),
+    )
+    lr: float = params.setting(
+        2e-3, "peak AdamW learning rate (warm-up, then cosine)", rule=params.greater_than(0)
+    )
+    ema_decay: float = params.setting(
+        0.995, "EMA decay ceiling (warmed up from 0.1)", rule=params.between(0, 1, high_open=True)
+    )
+    model_channels: int = params.setting(
+        32,
+        "UNet base channels (multiple of 32)",
+        rule=params.multiple_of(32, 32),  # GroupNorm32
+    )
+    channel_mult: tuple[int, ...] = params.setting(
+        (1, 2, 2), "per-level channel multipliers", rule=params.at_least(1)
+    )
+    attention_resolutions: tuple[int, ...] = params.setting(
+        (8,),
+        "downsampling factors with self-attention",
+        rule=params.maybe_empty(params.at_least(1)),
+    )
+    num_res_blocks: int = params.setting(1, "residual blocks per level", rule=params.at_least(1))
+    sizes: tuple[int, ...] = params.setting(
+        (8, 16, 32, 64), "square sizes at 256 px (scaled to img_size)", rule=params.at_least(1)
+    )
+    grid_fraction: float = params.setting(
+        0.5, "share of masks that are a detection-grid pass", rule=params.between(0, 1)
+    )
+    val_every: int = params.setting(
+        800, "validate every this many training images", rule=params.at_least(1)
+    )
+    val_images: int = params.setting(
+        32, "validation slices used (spread over the split)", rule=params.at_least(1)
+    )
+    checkpoint_every: int = params.setting(
+        400, "resume checkpoint every this many images", rule=params.at_least(1)
+    )
+    seed: int = params.setting(0, "random seed", rule=params.SEED)
+    num_workers: int = params.setting(
+        0, "dataloader worker processes (0 = in process)", rule=params.at_least(0)
+    )
+    channels_last: bool = params.setting(
+        True, "channels-last memory format (faster convolutions on CPU and GPU)"
+    )
+    compile: bool = params.setting(False, "torch.compile the UNet")
 
     def spec(self) -> InpainterSpec:
         return InpainterSpec(
@@ -124,12 +178,19 @@ class TrainPaths:
     """Inputs and outputs of a run; manifest paths are relative to `root`."""
 
     slices: Path
-    transforms: Path
     out: Path  # the EMA weights (models/inpainter.ckpt); the spec goes beside it as .json
     state_dir: Path  # resume state (persisted DVC output)
     live_dir: Path  # DVCLive directory
     metrics: Path
     root: Path = Path(".")
+
+
+def logged_params(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as DVCLive records it (lists for tuples); the augmentation is a file that
+    DVC tracks as a dependency, so its path is left out, as it always was."""
+    values = dataclasses.asdict(cfg)
+    del values["transforms"]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def run_fingerprint(cfg: TrainConfig, paths: TrainPaths) -> str:
@@ -140,7 +201,7 @@ def run_fingerprint(cfg: TrainConfig, paths: TrainPaths) -> str:
     run is never resumed (see :func:`resume_checkpoint`).
     """
     digest = hashlib.sha256(cfg.fingerprint().encode())
-    for path in (paths.slices, paths.transforms):
+    for path in (paths.slices, cfg.transforms):
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -186,7 +247,7 @@ def build_datasets(
     common = dict(
         root=paths.root, img_size=cfg.img_size, sizes=sizes, grid_fraction=cfg.grid_fraction
     )
-    train_ds = InpaintingDataset(train_rows, transforms=load_transforms(paths.transforms), **common)
+    train_ds = InpaintingDataset(train_rows, transforms=load_transforms(cfg.transforms), **common)
     val_ds = InpaintingDataset(val_rows, transforms=None, fixed_seed=cfg.seed, **common)
     return train_ds, val_ds
 
@@ -290,9 +351,7 @@ def train(
         cfg, paths, resuming=resume is not None, hard_stop_steps=hard_stop_steps
     )
     if trainer.is_global_zero:
-        logger.experiment.log_params(
-            {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-        )
+        logger.experiment.log_params(logged_params(cfg))
     fit_start = time.perf_counter()
     trainer.fit(module, ckpt_path=str(resume) if resume else None)
     fit_seconds = time.perf_counter() - fit_start
