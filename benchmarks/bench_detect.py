@@ -38,10 +38,12 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from ichinpaint import model
-from ichinpaint.detection.runner import SeriesImages, detect_series, plan_grid
-from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
+from ichinpaint.detection.inputs import SeriesImages
+from ichinpaint.detection.sampler import UNetRunner
+from ichinpaint.detection.series import detect_series
 from ichinpaint.detection.settings import DetectSettings
-from ichinpaint.detection.strategies import Strategy
+from ichinpaint.detection.strategies import Repaint, Strategy
+from ichinpaint.grid import plan_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_SPEC = model.InpainterSpec(
@@ -51,7 +53,7 @@ STUDY_SPEC = model.InpainterSpec(
     num_res_blocks=2,
     attention_resolutions=(8, 16, 32),
 )
-STUDY_STRATEGY = Strategy("repaint", ddim_steps=50)
+STUDY_STRATEGY = Repaint(ddim_steps=50)
 STUDY_SIZES, STUDY_OFFSETS = (8, 16, 32, 64), True
 SERIES_SLICES = 36
 
@@ -84,8 +86,7 @@ def patterns_per_slice(img_size: int, sizes_at_256, offsets: bool) -> tuple[int,
 
 
 def per_image_calls(strategy: Strategy, module) -> int:
-    sampler = InpaintSampler(module.diffusion, UNetRunner(module), strategy.ddim_steps)
-    return strategy.forwards_per_image(sampler)
+    return strategy.forwards_per_image(strategy.sampler(module.diffusion, UNetRunner(module)))
 
 
 def flops_per_forward(module) -> float:
@@ -170,7 +171,7 @@ def end_to_end(module, params: dict, n_slices: int = 14) -> None:
     )
     settings = default_settings(params)
     runner = UNetRunner(module)
-    sampler = InpaintSampler(module.diffusion, runner, settings.ddim_steps)
+    sampler = settings.sampling().sampler(module.diffusion, runner)
     start = time.perf_counter()
     detect_series(images, sampler, settings, torch.Generator(module.device).manual_seed(0))
     seconds = time.perf_counter() - start

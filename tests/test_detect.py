@@ -13,18 +13,15 @@ from PIL import Image
 from ichinpaint import cli, grid, model, volume
 from ichinpaint.constants import LABELS
 from ichinpaint.detection.anomaly import combine_grids
-from ichinpaint.detection.runner import (
-    SCORES_COLUMNS,
-    SeriesImages,
-    detect_series,
-    model_grid_affine,
-    plan_grid,
-    read_manifest,
-)
+from ichinpaint.detection.inputs import SeriesImages, read_manifest
+from ichinpaint.detection.runner import SCORES_COLUMNS
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
+from ichinpaint.detection.series import detect_series
 from ichinpaint.detection.settings import DetectSettings
+from ichinpaint.grid import plan_grid
 from ichinpaint.manifest import COLUMNS as MANIFEST_COLUMNS
 from ichinpaint.scores import SCORE_NAMES, slice_scores
+from ichinpaint.windowing import model_grid_affine
 
 IMG = 16
 CANVAS = 32

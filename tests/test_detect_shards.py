@@ -11,7 +11,7 @@ from model_fixtures import tiny_inpainter
 from test_detect import SERIES, write_dataset
 
 from ichinpaint import cli, model
-from ichinpaint.detection import runner, shards
+from ichinpaint.detection import series, shards
 
 DETECTED = sorted(uid for uid, split, _, _ in SERIES if split != "train")
 
@@ -97,7 +97,7 @@ def test_killed_run_resumes_to_the_same_result_and_leaves_no_temporaries(
     root, reference = data
     out = tmp_path / "det"
     store = tmp_path / "det.parts"  # the default store beside --out
-    real = runner.detect_series
+    real = series.detect_series
     calls = []
 
     def dies_on_the_second_series(*args, **kwargs):
@@ -106,7 +106,7 @@ def test_killed_run_resumes_to_the_same_result_and_leaves_no_temporaries(
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "detect_series", dies_on_the_second_series)
+    monkeypatch.setattr(series, "detect_series", dies_on_the_second_series)
     with pytest.raises(KeyboardInterrupt):
         cli.main(argv(root, out))
     monkeypatch.undo()

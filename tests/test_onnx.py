@@ -8,8 +8,9 @@ import torch
 from model_fixtures import tiny_inpainter
 
 from ichinpaint import cli, model
-from ichinpaint.detection.runner import SeriesImages, detect_series
+from ichinpaint.detection.inputs import SeriesImages
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
+from ichinpaint.detection.series import detect_series
 from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.onnxunet import export_unet, onnx_net, parity
 

@@ -13,7 +13,7 @@ from ichinpaint.detection.sampler import (
     ddim_timesteps,
     repaint_schedule,
 )
-from ichinpaint.detection.strategies import Strategy, inpaint_batch
+from ichinpaint.detection.strategies import OneStep, Partial, Repaint, make_strategy
 
 IMG = 16
 
@@ -65,17 +65,17 @@ def test_matches_mediffusion_ddim_inpainting_without_resampling(module, batch):
 @pytest.mark.parametrize(
     "strategy",
     [
-        Strategy("repaint", ddim_steps=10, jump_length=2, jump_n_sample=2),
-        Strategy("partial", ddim_steps=10, start_fraction=0.3),
-        Strategy("onestep", noise_levels=(0.3, 0.6)),
+        Repaint(ddim_steps=10, jump_length=2, jump_n_sample=2),
+        Partial(ddim_steps=10, start_fraction=0.3),
+        OneStep(noise_levels=(0.3, 0.6)),
     ],
 )
 def test_all_known_mask_returns_the_original(module, batch, strategy):
     original, concat, _ = batch
     nothing_hidden = torch.zeros_like(original)
-    sampler = InpaintSampler(module.diffusion, UNetRunner(module), strategy.ddim_steps)
+    sampler = strategy.sampler(module.diffusion, UNetRunner(module))
     with torch.inference_mode():
-        out = inpaint_batch(strategy, sampler, original, concat, nothing_hidden)
+        out = strategy.inpaint(sampler, original, concat, nothing_hidden)
     assert torch.equal(out, original)
 
 
@@ -98,19 +98,19 @@ def test_ddim_timesteps_follow_mediffusion_striding():
 @pytest.mark.parametrize(
     "strategy,per_image",
     [
-        (Strategy("repaint", ddim_steps=10), 10),
-        (Strategy("repaint", ddim_steps=10, jump_length=3, jump_n_sample=2), 19),
-        (Strategy("partial", ddim_steps=10, start_fraction=0.5), 6),  # t = 500 .. 0
-        (Strategy("onestep", noise_levels=(0.2, 0.4, 0.6)), 3),
+        (Repaint(ddim_steps=10), 10),
+        (Repaint(ddim_steps=10, jump_length=3, jump_n_sample=2), 19),
+        (Partial(ddim_steps=10, start_fraction=0.5), 6),  # t = 500 .. 0
+        (OneStep(noise_levels=(0.2, 0.4, 0.6)), 3),
     ],
 )
 def test_counted_forwards_equal_the_analytical_count(module, batch, strategy, per_image):
     original, concat, mask = batch
     runner = UNetRunner(module)
-    sampler = InpaintSampler(module.diffusion, runner, strategy.ddim_steps)
+    sampler = strategy.sampler(module.diffusion, runner)
     assert strategy.forwards_per_image(sampler) == per_image
     with torch.inference_mode():
-        inpaint_batch(strategy, sampler, original, concat, mask, torch.Generator().manual_seed(0))
+        strategy.inpaint(sampler, original, concat, mask, torch.Generator().manual_seed(0))
     assert runner.forwards == per_image * original.shape[0]
     calls_per_image = per_image  # one batched call per step / level
     assert runner.calls == calls_per_image
@@ -120,14 +120,14 @@ def test_strategies_switch(module, batch):
     original, concat, mask = batch
     outputs = {}
     for strategy in (
-        Strategy("repaint", ddim_steps=10),
-        Strategy("partial", ddim_steps=10, start_fraction=0.3),
-        Strategy("onestep", noise_levels=(0.5,)),
+        Repaint(ddim_steps=10),
+        Partial(ddim_steps=10, start_fraction=0.3),
+        OneStep(noise_levels=(0.5,)),
     ):
-        sampler = InpaintSampler(module.diffusion, UNetRunner(module), strategy.ddim_steps)
+        sampler = strategy.sampler(module.diffusion, UNetRunner(module))
         with torch.inference_mode():
-            outputs[strategy.name] = inpaint_batch(
-                strategy, sampler, original, concat, mask, torch.Generator().manual_seed(0)
+            outputs[strategy.name] = strategy.inpaint(
+                sampler, original, concat, mask, torch.Generator().manual_seed(0)
             )
     hidden = mask.bool()
     for a, b in (("repaint", "partial"), ("repaint", "onestep"), ("partial", "onestep")):
@@ -144,4 +144,4 @@ def test_partial_start_index_and_bad_values(module):
     with pytest.raises(ValueError):
         sampler.start_index(0.0)
     with pytest.raises(ValueError, match="unknown strategy"):
-        Strategy("anoddpm")
+        make_strategy("anoddpm")

@@ -17,7 +17,7 @@ import pytest
 
 from ichinpaint import cli, io, names, niftidir, slicetable
 from ichinpaint.app.data import AppPaths
-from ichinpaint.detection import runner
+from ichinpaint.detection import inputs
 from ichinpaint.evaluation import pipeline
 
 EVIL = [
@@ -144,7 +144,7 @@ def test_volume_names_sidecar_ids_and_manifests_are_checked(tmp_path):
         frame = pd.DataFrame({"series_uid": ["ID_1"], "image_id": ["ID_2"]})
         frame[column] = value
         frame.to_csv(manifest, index=False)
-        for read in (lambda: runner.read_manifest(manifest, ["test"]),
+        for read in (lambda: inputs.read_manifest(manifest, ["test"]),
                      lambda: pipeline.read_manifest(manifest)):  # fmt: skip
             with pytest.raises(names.UnsafeIdentifier, match=str(manifest)):
                 read()

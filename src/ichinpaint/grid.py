@@ -72,3 +72,38 @@ def passes_touching(
         mask = pass_mask(brain.shape[0], grid_pass)
         if np.any(mask & brain):
             yield grid_pass, mask
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """Which (slice, pass) patterns to re-paint, and which grid each pass belongs to."""
+
+    passes: list[GridPass]
+    masks: np.ndarray  # (n_passes, H, W) bool
+    grid_of_pass: np.ndarray  # (n_passes,) int: index of its (size, shift) grid
+    n_grids: int
+    items: np.ndarray  # (n_items, 2) int: (used-slice position, pass id)
+
+
+def plan_grid(brains: np.ndarray, sizes: Sequence[int], offsets: bool) -> GridPlan:
+    """All patterns of the detection grid that hide some brain, for every used slice."""
+    img_size = brains.shape[-1]
+    passes = all_passes(sizes, offsets)
+    pass_id = {gp: i for i, gp in enumerate(passes)}
+    grid_keys = list(dict.fromkeys((gp.size, gp.shift_rows, gp.shift_cols) for gp in passes))
+    grid_of_pass = np.array(
+        [grid_keys.index((gp.size, gp.shift_rows, gp.shift_cols)) for gp in passes]
+    )
+    masks = np.stack([pass_mask(img_size, gp) for gp in passes])
+    items = [
+        (s, pass_id[gp])
+        for s, brain in enumerate(brains)
+        for gp, _ in passes_touching(brain > 0, passes)
+    ]
+    return GridPlan(
+        passes=passes,
+        masks=masks,
+        grid_of_pass=grid_of_pass,
+        n_grids=len(grid_keys),
+        items=np.array(items, dtype=np.int64).reshape(-1, 2),
+    )

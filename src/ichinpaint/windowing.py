@@ -9,6 +9,8 @@ and anyone mapping an anomaly map back onto the native slice use the same number
    their size (no scaling here), so anatomy keeps its proportions whatever the matrix.
 3. Area resize of the canvas to ``img_size x img_size`` (`to_model_grid`);
    `from_model_grid` is the inverse (upsample, then undo the pad/crop).
+4. `model_grid_affine`: a native volume's affine carried onto the model grid (the
+   detect stage's maps are written with it).
 
 Area resampling is written as two small overlap matrices (out x in) applied on each
 side of the image: it is exact for any ratio (each output pixel is the mean of the
@@ -17,6 +19,7 @@ input area it covers) and needs no image library.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -198,3 +201,20 @@ def midrange_fraction(
     low, high = center - width / 2.0, center + width / 2.0
     inside = brain & (hu > low) & (hu < high)
     return float(inside.sum() / hu.size) if hu.size else 0.0
+
+
+def model_grid_affine(
+    source_affine: np.ndarray, native_shape: Sequence[int], canvas: int, img_size: int
+) -> np.ndarray:
+    """The source volume's affine for voxels of the model grid (pad/crop to `canvas`, resize).
+
+    Model pixel ``c'`` covers canvas pixels around ``scale * c' + (scale - 1) / 2``,
+    and canvas pixel ``c`` is native pixel ``c + src - dst`` (the png stage's centring).
+    """
+    scale = canvas / img_size
+    to_native = np.eye(4)
+    for axis in (0, 1):  # axis 0 = column, axis 1 = row (data[col, row, k])
+        src, dst = _centre_offsets(int(native_shape[axis]), canvas)
+        to_native[axis, axis] = scale
+        to_native[axis, 3] = (scale - 1) / 2 + src - dst
+    return np.asarray(source_affine, dtype=float) @ to_native

@@ -14,7 +14,7 @@ from typing import Any
 
 from ichinpaint import params as p
 from ichinpaint.detection import hu
-from ichinpaint.detection.strategies import STRATEGIES, Strategy
+from ichinpaint.detection.strategies import STRATEGIES, Strategy, make_strategy
 from ichinpaint.fastattention import ATTENTION_CHOICES
 
 HU_RANGE = p.between(-1100, 4000)
@@ -153,14 +153,8 @@ class DetectSettings:
 
     def sampling(self) -> Strategy:
         """The re-painting strategy these settings describe."""
-        return Strategy(
-            name=self.strategy,
-            ddim_steps=self.ddim_steps,
-            start_fraction=self.start_fraction,
-            jump_length=self.jump_length,
-            jump_n_sample=self.jump_n_sample,
-            noise_levels=self.noise_levels,
-        )
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return make_strategy(**{**values, "name": values.pop("strategy")})
 
     @property
     def needs_model(self) -> bool:

@@ -107,7 +107,7 @@ class PredictOptions:
 def load_checked(options: PredictOptions) -> tuple[Decision, Any, str]:
     """(decision, module, model SHA-256), refusing a model the decision was not made for."""
     from ichinpaint.detection.record import file_sha256
-    from ichinpaint.detection.runner import pick_device
+    from ichinpaint.detection.series import pick_device
     from ichinpaint.model import load_inpainter
 
     decision = read_decision(options.decision)

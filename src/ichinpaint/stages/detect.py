@@ -133,13 +133,9 @@ def run(args: argparse.Namespace) -> str:
     import json
 
     from ichinpaint.detection import shards
-    from ichinpaint.detection.runner import (
-        manifest_png_size,
-        pick_device,
-        read_manifest,
-        run_part,
-        series_fingerprints,
-    )
+    from ichinpaint.detection.inputs import manifest_png_size, read_manifest
+    from ichinpaint.detection.runner import run_part, series_fingerprints
+    from ichinpaint.detection.series import pick_device
     from ichinpaint.fastattention import use_attention
     from ichinpaint.model import InpainterSpec, config_path_for, load_inpainter
     from ichinpaint.onnxunet import onnx_net, onnx_path_for
