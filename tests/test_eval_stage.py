@@ -287,6 +287,7 @@ def test_manifest_without_labels_is_refused_by_name(tmp_path):
 
 def test_threshold_selection_never_opens_a_test_file(tmp_path):
     from ichinpaint.evaluation import pipeline
+    from ichinpaint.evaluation import series as evaluation_series
     from ichinpaint.evaluation.settings import Settings
 
     build(tmp_path)
@@ -304,6 +305,7 @@ def test_threshold_selection_never_opens_a_test_file(tmp_path):
         root=tmp_path,
     )
     settings = Settings(median_size=1, canvas=CANVAS, img_size=SIZE, n_jobs=1)
-    validation = pipeline.healthy_validation(pipeline.read_manifest(paths.slices), paths, settings)
+    frame = evaluation_series.read_manifest(paths.slices)
+    validation = pipeline.healthy_validation(frame, paths, settings)
     assert set(validation.series_uids) == {"ID_a000000001", "ID_a000000002"}
     assert set(validation.splits) == {"val"}

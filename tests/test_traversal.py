@@ -18,7 +18,7 @@ import pytest
 from ichinpaint import cli, io, names, niftidir, slicetable
 from ichinpaint.app.data import AppPaths
 from ichinpaint.detection import inputs
-from ichinpaint.evaluation import pipeline
+from ichinpaint.evaluation import series as evaluation_series
 
 EVIL = [
     "../../../../{tmp}/escape/evil",
@@ -145,7 +145,7 @@ def test_volume_names_sidecar_ids_and_manifests_are_checked(tmp_path):
         frame[column] = value
         frame.to_csv(manifest, index=False)
         for read in (lambda: inputs.read_manifest(manifest, ["test"]),
-                     lambda: pipeline.read_manifest(manifest)):  # fmt: skip
+                     lambda: evaluation_series.read_manifest(manifest)):  # fmt: skip
             with pytest.raises(names.UnsafeIdentifier, match=str(manifest)):
                 read()
     with pytest.raises(names.UnsafeIdentifier):

@@ -2,8 +2,9 @@
 
 Every number on the page must be the number the evaluate stage would produce with
 the same settings, so this module only assembles ``ichinpaint.evaluation`` pieces
-(`healthy_validation`, `choose_thresholds`, `evaluate_series`, `postprocess_series`,
-`load_truth`); it never re-implements a post-processing step. Nothing here runs the
+(`healthy_validation`, `choose_thresholds`, `evaluate_series`, which also hands back
+the post-processed slices and the ground truth it measured); it never re-implements a
+post-processing step and reads each input once. Nothing here runs the
 model: the anomaly maps are the detect stage's NIfTI volumes.
 """
 
@@ -19,16 +20,13 @@ import pandas as pd
 from ichinpaint import manifest, names
 from ichinpaint import params as p
 from ichinpaint.evaluation.normalize import Normalizer
-from ichinpaint.evaluation.pipeline import (
-    Paths,
+from ichinpaint.evaluation.pipeline import Paths, healthy_validation
+from ichinpaint.evaluation.series import (
     SeriesTask,
+    decide_slices,
     evaluate_series,
-    healthy_validation,
-    load_series,
-    load_truth,
     read_manifest,
 )
-from ichinpaint.evaluation.postprocess import postprocess_series
 from ichinpaint.evaluation.settings import Settings
 from ichinpaint.evaluation.thresholds import (
     MODES,
@@ -325,6 +323,7 @@ def series_task(
         settings=settings,
         thresholds=thresholds,
         normalizer=normalizer,
+        keep="all",
     )
 
 
@@ -336,35 +335,23 @@ def analyse_series(
     thresholds: Thresholds,
     normalizer: Normalizer | None = None,
 ) -> SeriesResult:
-    """Scores and decisions from evaluate's `evaluate_series`; maps from `postprocess_series`.
+    """Scores, decisions, post-processed maps and truth: one call of evaluate's `evaluate_series`.
 
     Raises FileNotFoundError when the series has no detection volume (the page says so).
     """
     task = series_task(manifest, paths, series_uid, settings, thresholds, normalizer)
-    scores = evaluate_series(task)["slices"]
+    result = evaluate_series(task)
     table = task.rows.merge(
-        scores.drop(columns="slice_index"), on="image_id", how="left", validate="one_to_one"
+        result.slices.drop(columns="slice_index"), on="image_id", how="left", validate="one_to_one"
     )
-    table["score"] = table[settings.reduction].astype(float)
-    table["predicted"] = (
-        thresholds.slice_positive(table["detected_px"], table["score"]) & table["use"]
-    )
-    anomaly, masks = load_series(task)
-    cleaned, labels = postprocess_series(
-        anomaly,
-        masks,
-        erosion_px=settings.erosion_px,
-        median_size=settings.median_size,
-        threshold=thresholds.pixel_threshold,
-        min_component_px=settings.min_component_px,
-        consistency=settings.consistency_3d,
-    )
+    table = decide_slices(table, thresholds, settings.reduction)
+    held = result.arrays
     return SeriesResult(
         series_uid=series_uid,
         ct=read_ct_stack(task),
-        cleaned=cleaned,
-        labels=labels,
-        truth=truth_stack(task, cleaned.shape),
+        cleaned=held.cleaned,
+        labels=held.labels,
+        truth=held.truth,
         table=table,
     )
 
@@ -372,18 +359,6 @@ def analyse_series(
 def read_ct_stack(task: SeriesTask) -> np.ndarray:
     """The brain-window PNGs of a series as a ``[k, row, col]`` uint8 stack."""
     return np.stack([manifest.read_png(task.root / path) for path in task.rows["image_path"]])
-
-
-def truth_stack(task: SeriesTask, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Ground-truth lesion masks on the model grid (evaluate's `load_truth`), or None."""
-    by_image = load_truth(task)
-    if by_image is None:
-        return None
-    stack = np.zeros(shape, dtype=bool)
-    for row in task.rows.itertuples():
-        if row.image_id in by_image:
-            stack[int(row.slice_index)] = by_image[row.image_id]
-    return stack
 
 
 def series_counts(table: pd.DataFrame) -> dict[str, int]:

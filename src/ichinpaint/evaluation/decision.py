@@ -36,7 +36,6 @@ import numpy as np
 
 from ichinpaint.constants import LABELS, SUBTYPES
 from ichinpaint.evaluation.calibration import smoothed_prevalence
-from ichinpaint.evaluation.normalize import Normalizer
 from ichinpaint.evaluation.thresholds import Thresholds
 from ichinpaint.io import read_json, write_json
 
@@ -252,36 +251,22 @@ def read_decision(path: str | Path) -> Decision:
 DETECT_SETTINGS_FILE = "settings.json"  # written by the detect stage beside the maps
 
 
-def decision_from_evaluation(paths: Any, settings: Any, metrics: dict[str, Any]) -> Decision:
-    """The decision of a finished evaluation (`pipeline.Paths`, `pipeline.Settings`, its metrics).
+def decision_from_evaluation(paths: Any, settings: Any, evaluation: Any) -> Decision:
+    """The decision of a finished evaluation (`pipeline.Paths`, `evaluation.settings.Settings`,
+    the `pipeline.Evaluation` it returned).
 
-    The thresholds are the ones evaluate reported; the test split's slice scores are
-    recomputed with the same `evaluate_series` and the calibrator is fitted on them.
+    The thresholds are the ones evaluate reported; the calibrator is fitted on the test
+    split's slice scores as evaluate computed them.
     """
-    from ichinpaint.evaluation import pipeline
-    from ichinpaint.io import parallel_map
-
+    metrics = evaluation.metrics
     thresholds = Thresholds(
         mode=str(metrics["threshold_mode"]),
         pixel_threshold=float(metrics["pixel_threshold"]),
         slice_threshold=float(metrics["slice_threshold"]),
         decision_score=str(metrics["slice_decision_score"]),
     )
-    frame = pipeline.read_manifest(paths.slices)
-    test = frame[frame["split"] == "test"]
     normalizer = metrics.get("location_normalizer")
-    chosen = {
-        "thresholds": thresholds,
-        "normalizer": Normalizer.from_json(normalizer) if normalizer else None,
-    }
-    tasks = [
-        pipeline.with_choices(t, **chosen) for t in pipeline.series_tasks(test, paths, settings)
-    ]
-    results = parallel_map(
-        pipeline.evaluate_series, tasks, n_jobs=settings.n_jobs, desc="calibration series"
-    )
-    scores = pd_concat([r["slices"] for r in results])
-    table = test.merge(scores[["image_id", settings.reduction]], on="image_id", how="left")
+    table = evaluation.test
     calibrator = fit_calibrator(
         table[settings.reduction].fillna(0.0).to_numpy(),
         table[list(LABELS)].to_numpy(),
@@ -311,9 +296,3 @@ def decision_from_evaluation(paths: Any, settings: Any, metrics: dict[str, Any])
             "calibrated_on": "every slice of the labelled test split",
         },
     )
-
-
-def pd_concat(frames: list) -> Any:
-    import pandas as pd
-
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_id"])

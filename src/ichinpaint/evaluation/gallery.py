@@ -8,6 +8,7 @@ detections outlined in cyan and the ground truth (where it exists) in red.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -16,8 +17,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ichinpaint import manifest  # noqa: E402
 from ichinpaint.constants import SUBTYPES  # noqa: E402
-from ichinpaint.io import atomic_path  # noqa: E402
+from ichinpaint.io import atomic_dir, atomic_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from ichinpaint.evaluation.series import SeriesArrays
 
 DETECTION_COLOUR = "cyan"
 TRUTH_COLOUR = "red"
@@ -92,3 +97,38 @@ def render_message(path: str | Path, message: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def write_gallery(
+    out_dir: Path,
+    test: pd.DataFrame,
+    arrays: dict[str, SeriesArrays],
+    *,
+    root: Path,
+    per_category: int,
+    pixel_threshold: float,
+) -> None:
+    """Overlay PNGs of the chosen examples; one explanatory PNG when there are none.
+
+    `test`: the test slice table (``predicted``, ``score``, labels, ``image_path``);
+    `arrays`: each series' post-processed slices as evaluation kept them (the gallery's
+    candidates), so nothing is computed again here.
+    """
+    examples = select_examples(test[test["use"]], per_category)
+    vmax = max(2.0 * pixel_threshold, 0.05)
+    with atomic_dir(out_dir) as tmp:
+        if examples.empty:
+            render_message(tmp / "no_examples.png", "no detections or bleeds to show")
+            return
+        for row in examples.itertuples():
+            held = arrays[row.series_uid]
+            n = held.index(row.image_id)
+            render_overlay(
+                tmp / f"{row.category}_{row.image_id}.png",
+                manifest.read_png(root / row.image_path),
+                held.cleaned[n],
+                held.labels[n],
+                None if held.truth is None else held.truth[n],
+                title=f"{row.category}  {row.image_id}  score {row.score:.3g}",
+                vmax=vmax,
+            )

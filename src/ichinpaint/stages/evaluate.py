@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> str:
         lesion_masks=Path(args.lesion_masks) if args.lesion_masks else None,
     )
     with staged_outputs():  # metrics, plots, gallery and submission appear together
-        m = run_evaluation(paths, settings)
-        write_decision(args.decision, decision_from_evaluation(paths, settings, m))
+        evaluation = run_evaluation(paths, settings)
+        write_decision(args.decision, decision_from_evaluation(paths, settings, evaluation))
+    m = evaluation.metrics
 
     def fmt(key: str) -> str:
         value = m.get(key)
