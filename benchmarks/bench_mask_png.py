@@ -18,8 +18,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ichinpaint import brainmask, volume
-from ichinpaint.export import export_series
+from ichinpaint import volume
+from ichinpaint.preprocess import brainmask
+from ichinpaint.preprocess.png import export_series
 
 CASES = (
     # name, matrix, slices, pixel mm, canvas, img_size

@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from ichinpaint import brainmask, volume
+from ichinpaint import volume
+from ichinpaint.preprocess import brainmask
 
 # torch.jit is deprecated in favour of torch.export but is the documented model format.
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")

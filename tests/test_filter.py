@@ -6,8 +6,9 @@ import dicom_fixtures as fx
 import pandas as pd
 import pytest
 
-from ichinpaint import cli, slicetable
+from ichinpaint import cli
 from ichinpaint.constants import LABELS
+from ichinpaint.preprocess import filter as slice_filter
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def stage_output(quirky, tmp_path_factory):
 
 def test_every_image_has_one_row_and_the_right_reason(quirky, stage_output):
     table, metrics = stage_output
-    assert list(table.columns) == slicetable.COLUMNS
+    assert list(table.columns) == slice_filter.COLUMNS
     assert table["image_id"].is_unique
     ids = {s.image_id for s in quirky.specs} | set(quirky.expected_reason)
     assert set(table["image_id"]) == ids
@@ -79,7 +80,7 @@ def test_positions_and_labels_come_from_headers_and_csv(quirky, stage_output):
 
 
 def test_fraction_subsamples_whole_training_series(quirky):
-    table, metrics = slicetable.build_slice_table(
+    table, metrics = slice_filter.build_slice_table(
         quirky.root, val_fraction=0.15, test_healthy_fraction=0.15, fraction=0.4, seed=0, n_jobs=1
     )
     train = table.loc[table["split"] == "train"]
@@ -100,6 +101,6 @@ def test_conflicting_csv_rows_stop_the_stage(tmp_path):
     specs = fx.series_specs(number=1, n_slices=2)
     fx.write_rsna_dir(tmp_path, specs, extra_rows=[(f"{specs[0].image_id}_any", 1)])
     with pytest.raises(ValueError, match=f"{specs[0].image_id}_any"):
-        slicetable.build_slice_table(
+        slice_filter.build_slice_table(
             tmp_path, val_fraction=0.1, test_healthy_fraction=0.1, fraction=1, seed=0, n_jobs=1
         )

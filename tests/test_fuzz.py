@@ -27,7 +27,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from ichinpaint import cli, dicom, io, labels, names, slicetable, volume
+from ichinpaint import cli, dicom, io, labels, names, volume
+from ichinpaint.preprocess import filter as slice_filter
 
 SEED = 15
 N_SERIES = 30
@@ -164,7 +165,7 @@ def test_every_file_is_kept_with_correct_hu_or_excluded_with_a_reason(fuzzed):
     assert sorted(table["image_id"]) == sorted(mutations)  # one row per file, no loss
     assert table["image_id"].is_unique
     excluded = table[table["status"] == "excluded"]
-    assert set(excluded["reason"]) <= set(slicetable.REASONS)
+    assert set(excluded["reason"]) <= set(slice_filter.REASONS)
     assert (excluded["detail"] != "").all()
     kinds = set(excluded["reason"])
     assert {dicom.UNUSABLE_RESCALE, dicom.NOT_CT, dicom.INCOMPLETE_HEADER} <= kinds

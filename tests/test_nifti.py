@@ -13,8 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from ichinpaint import cli, dicom, io, slicetable, volume
-from ichinpaint.stages import nifti as nifti_stage
+from ichinpaint import cli, dicom, io, volume
+from ichinpaint.preprocess import filter as slice_filter
+from ichinpaint.preprocess import nifti as nifti_stage
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +23,10 @@ def converted(tmp_path_factory):
     """The quirky dataset through filter and nifti; returns (dataset, nifti dir, metrics)."""
     quirky = fx.write_quirky_dataset(tmp_path_factory.mktemp("raw"))
     out = tmp_path_factory.mktemp("out")
-    table, _ = slicetable.build_slice_table(
+    table, _ = slice_filter.build_slice_table(
         quirky.root, val_fraction=0.15, test_healthy_fraction=0.15, fraction=1, seed=0, n_jobs=1
     )
-    io.write_csv(out / "slices.csv", table[slicetable.COLUMNS])
+    io.write_csv(out / "slices.csv", table[slice_filter.COLUMNS])
     cli.main(
         ["nifti", "--raw_dir", str(quirky.root), "--slices", str(out / "slices.csv"),
          "--out", str(out / "nifti"), "--metrics", str(out / "nifti.json"), "--n_jobs", "1"]

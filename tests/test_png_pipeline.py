@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from ichinpaint import cli, volume
-from ichinpaint.brainmask import dice
 from ichinpaint.constants import LABELS
+from ichinpaint.preprocess.brainmask import dice
 from ichinpaint.windowing import to_model_grid
 
 CANVAS, IMG_SIZE = 64, 32

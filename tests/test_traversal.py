@@ -15,10 +15,11 @@ import dicom_fixtures as fx
 import pandas as pd
 import pytest
 
-from ichinpaint import cli, io, names, niftidir, slicetable
+from ichinpaint import cli, io, names, niftidir
 from ichinpaint.app.data import AppPaths
 from ichinpaint.detection import inputs
 from ichinpaint.evaluation import series as evaluation_series
+from ichinpaint.preprocess import filter as slice_filter
 
 EVIL = [
     "../../../../{tmp}/escape/evil",
@@ -156,7 +157,7 @@ def test_png_refuses_an_unsafe_image_id_in_a_sidecar(tmp_path):
     import nibabel as nib
     import numpy as np
 
-    from ichinpaint import export
+    from ichinpaint.preprocess import png as png_export
 
     for folder in ("nifti", "masks", "tmp"):
         (tmp_path / folder).mkdir()
@@ -168,12 +169,12 @@ def test_png_refuses_an_unsafe_image_id_in_a_sidecar(tmp_path):
         {"image_ids": ["ID_2", "../../../evil"], "patient_id": "p", "split": "test"},
     )
     with pytest.raises(names.UnsafeIdentifier, match="evil"):
-        export.export_series(
+        png_export.export_series(
             tmp_path / "nifti/ID_1.nii.gz", masks_dir=tmp_path / "masks", tmp_dir=tmp_path / "tmp",
             out_dir=tmp_path / "out", canvas=8, img_size=8, min_fraction=0.0,
         )  # fmt: skip
     assert not list(tmp_path.parent.glob("evil*"))
 
 
-def test_slicetable_reasons_cover_the_names_module():
-    assert names.UNSAFE_IDENTIFIER in slicetable.REASONS
+def test_filter_reasons_cover_the_names_module():
+    assert names.UNSAFE_IDENTIFIER in slice_filter.REASONS

@@ -4,7 +4,6 @@
 - `series`: one series read, post-processed, scored and measured (returns its arrays);
 - `report`: the metrics assembled from the per-series results;
 - `pipeline`: the order of events (thresholds on healthy validation, then test);
-
 - `postprocess`: erosion, median filter, components, 3-D consistency, slice scores
   (shared with the review app);
 - `thresholds`: decision thresholds, chosen on healthy validation data only;

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ichinpaint import dicom, io
-from ichinpaint.slicetable import chunked
+from ichinpaint.preprocess.filter import chunked
 
 FILE_COLUMNS: tuple[str, ...] = (
     "path",

@@ -2,8 +2,8 @@
 
 The same steps, in the same code, as the pipeline's nifti -> mask -> png stages:
 `dicom.load_series` (checks, sorting along the normal, HU with the RSNA 12-bit fix,
-RAS affine), the nifti stage's NIfTI writer and sidecar, `masking.mask_one_series`
-(`brainmask.extract_brain`), and `export.export_series` (brain window, pad/crop to
+RAS affine), the nifti stage's NIfTI writer and sidecar (`preprocess.nifti`), `preprocess.mask.mask_one_series`
+(`brainmask.extract_brain`), and `preprocess.png.export_series` (brain window, pad/crop to
 the canvas, area resize, mid-range filter). Only the inputs differ: files found by
 `inputs.scan_inputs` instead of a labelled slices.csv. A series that cannot be
 stacked is refused with the nifti stage's reason; nothing is guessed. A series whose
@@ -20,8 +20,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ichinpaint import dicom, export, io, masking
+from ichinpaint import dicom, io
 from ichinpaint.niftidir import NIFTI_SUFFIX
+from ichinpaint.preprocess import png as png_export
+from ichinpaint.preprocess.mask import mask_one_series
 
 PREDICT_SPLIT = "predict"  # the `split` of every predicted series in the manifests
 IN_CALIBRATION_SET = "in_calibration_set"  # series the decision's calibrator was fitted on
@@ -79,14 +81,14 @@ def mask_and_export(task: SeriesTask, vol: dicom.SeriesVolume) -> dict[str, Any]
     """Write the stacked volume, its brain mask and its PNGs; the manifest rows."""
     vol.image_ids = image_ids_in_volume_order(task, vol)
     volume_path = write_volume(task, vol)
-    masking.mask_one_series(
+    mask_one_series(
         volume_path,
         out_dir=mask_dir(task.work_dir),
         truth_dir=Path(task.work_dir) / "no_ground_truth",
         method=task.mask_method,
         options=task.mask_options,
     )
-    rows = export.export_series(
+    rows = png_export.export_series(
         volume_path,
         masks_dir=mask_dir(task.work_dir),
         tmp_dir=Path(task.work_dir),
@@ -119,7 +121,7 @@ def image_ids_in_volume_order(task: SeriesTask, vol: dicom.SeriesVolume) -> list
 
 def write_volume(task: SeriesTask, vol: dicom.SeriesVolume) -> Path:
     """The nifti stage's volume and sidecar (no patient ID: predict outputs carry none)."""
-    from ichinpaint.stages.nifti import nifti_image, sidecar
+    from ichinpaint.preprocess.nifti import nifti_image, sidecar
 
     out = nifti_dir(task.work_dir)
     out.mkdir(parents=True, exist_ok=True)

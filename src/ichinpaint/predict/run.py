@@ -30,9 +30,9 @@ from ichinpaint import manifest as slices_manifest
 from ichinpaint import params as p
 from ichinpaint.constants import LABELS
 from ichinpaint.evaluation.decision import Decision, read_decision
-from ichinpaint.masking import MaskSettings
 from ichinpaint.predict import findings, inputs, prepare
 from ichinpaint.predict.submission import FILL_RULE, build_submission
+from ichinpaint.preprocess.mask import MaskSettings
 
 SERIES_COLUMNS = ("series_uid", "study_uid", "n_images", "status", "reason", "detail")
 FILE_STATUS_COLUMNS = ("path", "image_id", "series_uid", "status", "reason", "detail")

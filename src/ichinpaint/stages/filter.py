@@ -15,39 +15,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 from ichinpaint import io
 from ichinpaint import params as p
-from ichinpaint.slicetable import COLUMNS, build_slice_table
+from ichinpaint.preprocess.filter import COLUMNS, FilterSettings, build_slice_table
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
 HEADLINE = {"images": "kept", "excluded": "excluded"}
-
-
-@dataclass(frozen=True)
-class FilterSettings:
-    """The ``filter`` params."""
-
-    val_fraction: float = p.setting(
-        0.3,
-        "share of healthy patients for validation",
-        rule=p.between(0, 1, low_open=True, high_open=True),
-    )
-    test_healthy_fraction: float = p.setting(
-        0.3,
-        "share of healthy patients held out for test (all hemorrhage patients are test)",
-        rule=p.between(0, 1, low_open=True, high_open=True),
-    )
-    fraction: float = p.setting(
-        1.0,
-        "share of healthy training images to keep, by whole series",
-        rule=p.between(0, 1, low_open=True),
-    )
-    seed: int = p.setting(0, "seed of the patient split and the subsampling", rule=p.SEED)
-    n_jobs: int = p.setting(-1, "processes reading headers (-1: all cores)", rule=p.N_JOBS)
 
 
 # The stage's settings, declared once: its options and ranges are made from it.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ichinpaint import params as p
 from ichinpaint.io import atomic_dir, parallel_map, write_json
-from ichinpaint.masking import MaskSettings, mask_one_series, summarise, write_overlay
 from ichinpaint.niftidir import NIFTI_SUFFIX, list_volumes
+from ichinpaint.preprocess.mask import MaskSettings, mask_one_series, summarise, write_overlay
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.

@@ -12,36 +12,22 @@ from __future__ import annotations
 
 import argparse
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 from ichinpaint import params as p
-from ichinpaint.export import attach_labels, count_per_split, export_series, read_labels
 from ichinpaint.io import atomic_dir, parallel_map, write_csv, write_json
 from ichinpaint.niftidir import list_volumes
+from ichinpaint.preprocess.png import (
+    PngSettings,
+    attach_labels,
+    count_per_split,
+    export_series,
+    read_labels,
+)
 
 # What `dvc metrics show` prints (--headline, see ichinpaint.cli); the rest of the
 # --metrics report is an ordinary output.
 HEADLINE = {"images": "slices_used", "excluded": "slices_dropped"}
-
-
-@dataclass(frozen=True)
-class PngSettings:
-    """The ``png`` params."""
-
-    canvas: int = p.setting(
-        256,
-        "pad/crop square in native pixels before resizing (512 for RSNA)",
-        rule=p.at_least(8),
-    )
-    img_size: int = p.setting(64, "model grid size in pixels (area resize)", rule=p.at_least(8))
-    midrange_min_fraction: float = p.setting(
-        0.05,
-        "slices whose fraction of in-brain 0<HU<80 pixels (of the whole slice) is below "
-        "this get use=False",
-        rule=p.between(0, 1, high_open=True),  # 1 would drop every slice
-    )
-    n_jobs: int = p.setting(-1, "parallel series (-1 = all cores)", rule=p.N_JOBS)
 
 
 # The stage's settings, declared once: its options and ranges are made from it.

@@ -16,12 +16,14 @@ from __future__ import annotations
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ichinpaint import dicom, io, labels, splits
+from ichinpaint import params as p
 from ichinpaint.constants import LABELS, SUBTYPES
 
 COLUMNS = [
@@ -49,6 +51,29 @@ REASONS = (
 )
 CHUNK_FILES = 2000  # files per parallel task: 752k files -> ~380 tasks
 SHOWN = 5  # excluded images listed with their details on stderr
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """The ``filter`` params."""
+
+    val_fraction: float = p.setting(
+        0.3,
+        "share of healthy patients for validation",
+        rule=p.between(0, 1, low_open=True, high_open=True),
+    )
+    test_healthy_fraction: float = p.setting(
+        0.3,
+        "share of healthy patients held out for test (all hemorrhage patients are test)",
+        rule=p.between(0, 1, low_open=True, high_open=True),
+    )
+    fraction: float = p.setting(
+        1.0,
+        "share of healthy training images to keep, by whole series",
+        rule=p.between(0, 1, low_open=True),
+    )
+    seed: int = p.setting(0, "seed of the patient split and the subsampling", rule=p.SEED)
+    n_jobs: int = p.setting(-1, "processes reading headers (-1: all cores)", rule=p.N_JOBS)
 
 
 def list_dicom_files(image_dir: Path) -> list[str]:

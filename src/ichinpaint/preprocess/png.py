@@ -9,6 +9,7 @@ format `ichinpaint.manifest` owns.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,31 @@ import pandas as pd
 from PIL import Image
 
 from ichinpaint import names, volume
+from ichinpaint import params as p
 from ichinpaint.constants import LABELS
 from ichinpaint.io import read_json
 from ichinpaint.manifest import COLUMNS, DROP_MIDRANGE
 from ichinpaint.niftidir import load_volume, series_uid_of
 from ichinpaint.windowing import brain_window, midrange_fraction, to_model_grid
+
+
+@dataclass(frozen=True)
+class PngSettings:
+    """The ``png`` params."""
+
+    canvas: int = p.setting(
+        256,
+        "pad/crop square in native pixels before resizing (512 for RSNA)",
+        rule=p.at_least(8),
+    )
+    img_size: int = p.setting(64, "model grid size in pixels (area resize)", rule=p.at_least(8))
+    midrange_min_fraction: float = p.setting(
+        0.05,
+        "slices whose fraction of in-brain 0<HU<80 pixels (of the whole slice) is below "
+        "this get use=False",
+        rule=p.between(0, 1, high_open=True),  # 1 would drop every slice
+    )
+    n_jobs: int = p.setting(-1, "parallel series (-1 = all cores)", rule=p.N_JOBS)
 
 
 def read_sidecar(volume_path: Path) -> dict[str, Any]:

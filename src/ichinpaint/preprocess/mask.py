@@ -1,6 +1,6 @@
 """Brain masks for a directory of HU volumes: one series at a time, Dice, an overlay sheet.
 
-The extraction methods themselves live in `ichinpaint.brainmask`.
+The extraction methods themselves live in `ichinpaint.preprocess.brainmask`.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ichinpaint import brainmask
 from ichinpaint import params as p
 from ichinpaint.constants import SUBTYPE_CODES, SUBTYPES
 from ichinpaint.io import atomic_path
 from ichinpaint.niftidir import NIFTI_SUFFIX, load_volume, series_uid_of
+from ichinpaint.preprocess import brainmask
 
 
 @dataclass(frozen=True)
