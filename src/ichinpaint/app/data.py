@@ -20,7 +20,7 @@ import pandas as pd
 from ichinpaint import manifest, names
 from ichinpaint import params as p
 from ichinpaint.evaluation.normalize import Normalizer
-from ichinpaint.evaluation.pipeline import Paths, healthy_validation
+from ichinpaint.evaluation.pipeline import Paths, healthy_validation, thresholds_for
 from ichinpaint.evaluation.series import (
     SeriesTask,
     decide_slices,
@@ -32,7 +32,6 @@ from ichinpaint.evaluation.thresholds import (
     MODES,
     HealthyValidation,
     Thresholds,
-    choose_thresholds,
 )
 from ichinpaint.io import read_json
 
@@ -273,13 +272,7 @@ def decide(validation: HealthyValidation, choice: Choice) -> Decision:
     if choice.typed_threshold:
         percentile = percentile_for_value(validation.pixel_values, choice.pixel_value)
         settings = replace(settings, threshold_mode="percentile", percentile=percentile)
-    thresholds = choose_thresholds(
-        validation,
-        mode=settings.threshold_mode,
-        percentile=settings.percentile,
-        target_fpr=settings.target_fpr,
-        reduction=settings.reduction,
-    )
+    thresholds = thresholds_for(validation, settings)
     params = {k: v for k, v in asdict(settings).items() if k in EVALUATE_KEYS}
     return Decision(thresholds, params)
 

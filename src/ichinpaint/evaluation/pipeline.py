@@ -39,10 +39,17 @@ from ichinpaint.evaluation.series import (
     validation_values,
 )
 from ichinpaint.evaluation.settings import Settings
-from ichinpaint.evaluation.thresholds import HealthyValidation, choose_thresholds
+from ichinpaint.evaluation.thresholds import HealthyValidation, Thresholds, choose_thresholds
 from ichinpaint.io import parallel_map, write_csv, write_json
 
-__all__ = ["Evaluation", "Paths", "healthy_validation", "run_evaluation", "series_tasks"]
+__all__ = [
+    "Evaluation",
+    "Paths",
+    "healthy_validation",
+    "run_evaluation",
+    "series_tasks",
+    "thresholds_for",
+]
 
 
 @dataclass(frozen=True)
@@ -121,18 +128,23 @@ def healthy_validation(frame: pd.DataFrame, paths: Paths, settings: Settings) ->
     )
 
 
-def run_evaluation(paths: Paths, settings: Settings) -> Evaluation:
-    """Everything the stage writes (but the decision artifact); returns what it measured."""
-    settings.check()
-    frame = read_manifest(paths.slices)
-    validation = healthy_validation(frame, paths, settings)
-    thresholds = choose_thresholds(
+def thresholds_for(validation: HealthyValidation, settings: Settings) -> Thresholds:
+    """The thresholds `settings` ask for, chosen on healthy validation only."""
+    return choose_thresholds(
         validation,
         mode=settings.threshold_mode,
         percentile=settings.percentile,
         target_fpr=settings.target_fpr,
         reduction=settings.reduction,
     )
+
+
+def run_evaluation(paths: Paths, settings: Settings) -> Evaluation:
+    """Everything the stage writes (but the decision artifact); returns what it measured."""
+    settings.check()
+    frame = read_manifest(paths.slices)
+    validation = healthy_validation(frame, paths, settings)
+    thresholds = thresholds_for(validation, settings)
     chosen = {"thresholds": thresholds, "normalizer": validation.normalizer}
     val_rows, test_rows = (frame[frame["split"] == split] for split in ("val", "test"))
     val_tasks = [t.with_choices(**chosen) for t in series_tasks(val_rows, paths, settings)]

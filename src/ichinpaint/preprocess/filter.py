@@ -76,6 +76,12 @@ class FilterSettings:
     n_jobs: int = p.setting(-1, "processes reading headers (-1: all cores)", rule=p.N_JOBS)
 
 
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The per-image table this stage writes, identifiers as strings (the nifti stage's input)."""
+    identifiers = ("image_id", "series_uid", "patient_id", "study_uid", "split")
+    return pd.read_csv(path, dtype=dict.fromkeys(identifiers, str), keep_default_na=False)
+
+
 def list_dicom_files(image_dir: Path) -> list[str]:
     """Every ``*.dcm`` entry of the image directory, sorted (the order of the output).
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ichinpaint import io
 from ichinpaint import params as p
+from ichinpaint.preprocess.filter import read_table
 from ichinpaint.preprocess.nifti import (
     SERIES_COLUMNS,
     NiftiSettings,
@@ -63,17 +64,7 @@ PARAM_RULES = p.rules_of(NiftiSettings)
 
 
 def run(args: argparse.Namespace) -> str:
-    slices = pd.read_csv(
-        args.slices,
-        dtype={
-            "image_id": str,
-            "series_uid": str,
-            "patient_id": str,
-            "study_uid": str,
-            "split": str,
-        },
-        keep_default_na=False,
-    )
+    slices = read_table(args.slices)
     settings = p.from_args(NiftiSettings, args)
     kept_images = int((slices["status"] == "kept").sum())
     image_dir = Path(args.raw_dir) / "stage_2_train"
