@@ -44,6 +44,7 @@ def settings_record(
         "seed": settings.seed,
         "sign": settings.sign,
         "hu_gate": settings.hu_gate,
+        "mirror": settings.mirror,
         "gate_hu": list(settings.gate_band),
         "baseline_hu": list(settings.baseline_band),
         "canvas": int(canvas),
@@ -74,6 +75,7 @@ def settings_from_record(record: dict[str, Any], batch_size: int) -> DetectSetti
             hu_gate=bool(record["hu_gate"]),
             gate_band=tuple(float(v) for v in record["gate_hu"]),
             baseline_band=tuple(float(v) for v in record["baseline_hu"]),
+            mirror=bool(record.get("mirror", False)),  # records before the option: off
         )
     except KeyError as error:
         raise ValueError(f"detect settings record lacks {error}") from error

@@ -29,7 +29,7 @@ from ichinpaint.detection import hu, shards
 from ichinpaint.detection.anomaly import combine_grids, difference_in_window_units
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
 from ichinpaint.detection.strategies import Strategy, inpaint_batch
-from ichinpaint.model import make_conditioning, scaled_sizes
+from ichinpaint.model import make_conditioning, scaled_sizes, spec_of
 
 # The same reductions evaluate uses, so scores.csv and evaluate agree by construction.
 from ichinpaint.scores import SCORE_NAMES, slice_scores
@@ -147,6 +147,10 @@ class DetectSettings:
     hu_gate: bool = False
     gate_band: tuple[float, float] = hu.GATE_BAND_HU
     baseline_band: tuple[float, float] = hu.BASELINE_BAND_HU
+    # Test-time augmentation: also re-paint the left-right mirrored series and average
+    # the two maps (twice the UNet calls); a healthy asymmetry of one re-painting is
+    # unlikely to recur in the other.
+    mirror: bool = False
 
     @property
     def needs_hu(self) -> bool:
@@ -178,9 +182,45 @@ def detect_series(
     generator: torch.Generator | None = None,
     plan: GridPlan | None = None,
 ) -> np.ndarray:
-    """Anomaly maps ``(n_used, H, W)`` (window units, zero outside the brain) of one series."""
-    n_used, _, img_size = images.image.shape
+    """Anomaly maps ``(n_used, H, W)`` (window units, zero outside the brain) of one series.
+
+    With ``settings.mirror`` the mean of the maps of the series and of its mirror image.
+    """
     plan = plan or plan_series(images, settings)
+    maps = repaint_differences(images, sampler, settings, generator, plan)
+    if settings.mirror:
+        flipped = mirror_images(images)
+        mirrored = repaint_differences(
+            flipped, sampler, settings, generator, plan_series(flipped, settings)
+        )
+        maps = (maps + mirrored[..., ::-1]) / 2
+    return maps
+
+
+def mirror_images(images: SeriesImages) -> SeriesImages:
+    """The series flipped left-right (the last axis), every channel alike."""
+
+    def flip(array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array[..., ::-1])
+
+    return dataclasses.replace(
+        images,
+        image=flip(images.image),
+        brain=flip(images.brain),
+        above=flip(images.above),
+        below=flip(images.below),
+    )
+
+
+def repaint_differences(
+    images: SeriesImages,
+    sampler: InpaintSampler,
+    settings: DetectSettings,
+    generator: torch.Generator | None,
+    plan: GridPlan,
+) -> np.ndarray:
+    """One pass of the grid over the series: differences from the re-paintings, per slice."""
+    n_used, _, img_size = images.image.shape
     device = sampler.unet.device
 
     def on_device(array: np.ndarray) -> torch.Tensor:
@@ -197,7 +237,7 @@ def detect_series(
     for chunk in items.split(settings.batch_size) if len(items) else ():
         s, p = chunk[:, 0], chunk[:, 1]
         original, mask = image[s], pass_masks[p]
-        concat = make_conditioning(original, brain[s], above[s], below[s], mask)
+        concat = make_conditioning(original, brain[s], above[s], below[s], mask, sampler.neighbours)
         inpainted = inpaint_batch(
             settings.strategy, sampler, original, concat, mask, generator=generator
         )
@@ -239,6 +279,17 @@ def plan_series(images: SeriesImages, settings: DetectSettings) -> GridPlan:
 def expected_forwards(plan: GridPlan, sampler: InpaintSampler, strategy: Strategy) -> int:
     """UNet images a plan needs: patterns that hide brain x calls per pattern."""
     return len(plan.items) * strategy.forwards_per_image(sampler)
+
+
+def series_forwards(
+    images: SeriesImages, plan: GridPlan, sampler: InpaintSampler, settings: DetectSettings
+) -> int:
+    """UNet images `detect_series` makes for a series: its plan, and its mirror's if asked."""
+    total = expected_forwards(plan, sampler, settings.strategy)
+    if settings.mirror:
+        mirrored = plan_series(mirror_images(images), settings)
+        total += expected_forwards(mirrored, sampler, settings.strategy)
+    return total
 
 
 # -- outputs ---------------------------------------------------------------------------
@@ -456,7 +507,12 @@ def run_part(
         runner = UNetRunner(
             module, precision=precision, channels_last=channels_last, compile=compile, net=net
         )
-        sampler = InpaintSampler(module.diffusion, runner, ddim_steps=settings.strategy.ddim_steps)
+        sampler = InpaintSampler(
+            module.diffusion,
+            runner,
+            ddim_steps=settings.strategy.ddim_steps,
+            neighbours=spec_of(module).neighbours,
+        )
         torch_device = runner.device
     else:  # the HU baseline: no model; the image size from the PNGs themselves
         img_size = manifest_png_size(manifest, root)
@@ -470,7 +526,7 @@ def run_part(
         series_rows = by_series[uid]
         images = load_series_images(series_rows, root, img_size)
         plan = plan_series(images, settings)
-        expected = expected_forwards(plan, sampler, settings.strategy) if sampler else 0
+        expected = series_forwards(images, plan, sampler, settings) if sampler else 0
         before = runner.forwards if runner else 0
         fractions = None
         if settings.needs_hu:

@@ -74,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(blood is hyperdense; cysts, atrophy and old infarcts are not)",
     )
     parser.add_argument(
+        "--mirror",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="test-time augmentation: also re-paint the left-right mirrored slices and average "
+        "the two maps (twice the UNet calls)",
+    )
+    parser.add_argument(
         "--hu_gate",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -281,6 +288,7 @@ def build_settings(args: argparse.Namespace):
         hu_gate=args.hu_gate,
         gate_band=tuple(args.gate_hu),
         baseline_band=tuple(args.baseline_hu),
+        mirror=args.mirror,
     )
 
 

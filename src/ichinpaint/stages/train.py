@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from ichinpaint import params as rules
+from ichinpaint.model import NEIGHBOURS
 from ichinpaint.training.loop import TrainConfig, TrainPaths, train
 
 DEFAULTS = TrainConfig()
@@ -127,6 +128,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.grid_fraction,
         help="share of masks that are a detection-grid pass",
+    )
+    p.add_argument(
+        "--neighbours",
+        choices=NEIGHBOURS,
+        default=d.neighbours,
+        help="how the slices above and below are shown: keep (whole), hide (blanked under "
+        "the inpainting mask, so a bleed spanning slices cannot leak), none; "
+        "written into the model spec, detection follows it",
     )
     p.add_argument(
         "--val_every",

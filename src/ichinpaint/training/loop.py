@@ -79,6 +79,7 @@ class TrainConfig:
     num_res_blocks: int = 1
     sizes: tuple[int, ...] = (8, 16, 32, 64)
     grid_fraction: float = 0.5
+    neighbours: str = "keep"
     val_every: int = 800
     val_images: int = 32
     checkpoint_every: int = 400
@@ -95,6 +96,7 @@ class TrainConfig:
             num_res_blocks=self.num_res_blocks,
             attention_resolutions=tuple(self.attention_resolutions),
             lr=self.lr,
+            neighbours=self.neighbours,
         )
 
     @property
@@ -184,7 +186,11 @@ def build_datasets(
     train_rows = read_split(paths.slices, "train")
     val_rows = validation_rows(read_split(paths.slices, "val"), cfg.val_images)
     common = dict(
-        root=paths.root, img_size=cfg.img_size, sizes=sizes, grid_fraction=cfg.grid_fraction
+        root=paths.root,
+        img_size=cfg.img_size,
+        sizes=sizes,
+        grid_fraction=cfg.grid_fraction,
+        neighbours=cfg.neighbours,
     )
     train_ds = InpaintingDataset(train_rows, transforms=load_transforms(paths.transforms), **common)
     val_ds = InpaintingDataset(val_rows, transforms=None, fixed_seed=cfg.seed, **common)
