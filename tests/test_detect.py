@@ -16,7 +16,7 @@ from ichinpaint.detection.anomaly import combine_grids
 from ichinpaint.detection.inputs import SeriesImages, read_manifest
 from ichinpaint.detection.runner import SCORES_COLUMNS
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
-from ichinpaint.detection.series import detect_series
+from ichinpaint.detection.series import detect_series, plan_series, series_forwards
 from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.grid import plan_grid
 from ichinpaint.manifest import COLUMNS as MANIFEST_COLUMNS
@@ -134,6 +134,36 @@ def test_maps_are_zero_outside_the_brain_and_combine_modes_order(tiny):
         assert values[0][brain].min() >= 0 and values[0][brain].max() > 0
     assert np.all(maps["max"] >= maps["mean"] - 1e-6)
     assert (maps["max"] > maps["mean"] + 1e-4).any()
+
+
+def test_mirror_averages_the_map_of_the_flipped_series_and_counts_its_calls(tiny):
+    module, _ = tiny
+    brain = brain_disc()  # off-centre: the mirrored series has its own grid plan
+    rng = np.random.default_rng(1)
+    image = (np.where(brain, 0.2, -1) + rng.normal(0, 0.05, brain.shape)).astype(np.float32)
+    images = SeriesImages(
+        image=image[None], brain=brain[None].astype(np.float32), above=image[None],
+        below=image[None], slice_index=[0],
+    )  # fmt: skip
+    maps, calls = {}, {}
+    for mirror in (False, True):
+        settings = DetectSettings(
+            strategy="onestep", noise_levels=(0.5,), sizes=(128,), mirror=mirror,
+            offsets=True, batch_size=256, sign="absolute", hu_gate=False,
+        )  # fmt: skip
+        runner = UNetRunner(module)
+        sampler = InpaintSampler(module.diffusion, runner, 10)
+        plan = plan_series(images, settings)
+        with torch.inference_mode():
+            maps[mirror] = detect_series(
+                images, sampler, settings, torch.Generator().manual_seed(0)
+            )
+        calls[mirror] = (runner.forwards, series_forwards(images, plan, sampler, settings))
+    for counted, expected in calls.values():
+        assert counted == expected
+    assert calls[True][0] == 2 * calls[False][0]
+    assert np.all(maps[True][0][~brain] == 0)
+    assert not np.allclose(maps[True], maps[False])  # a second, mirrored re-painting
 
 
 def test_combine_and_scores_by_hand():

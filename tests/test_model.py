@@ -44,3 +44,58 @@ def test_scaled_sizes_follow_the_image_size():
     assert model.scaled_sizes([8, 16, 32, 64], 256) == [8, 16, 32, 64]
     assert model.scaled_sizes([8, 16, 32, 64], 64) == [2, 4, 8, 16]
     assert model.scaled_sizes([8, 16], 32) == [2]
+
+
+def test_neighbours_modes_show_the_adjacent_slices_whole_hidden_or_not_at_all():
+    img = torch.rand(2, 1, 8, 8) * 2 - 1
+    above, below = torch.rand_like(img), -torch.rand_like(img)
+    hidden = torch.zeros_like(img)
+    hidden[:, :, 2:5, 3:6] = 1
+    ones = torch.ones_like(img)
+    channel = {name: model.CONDITIONING.index(name) for name in ("above", "below")}
+    outside = hidden[:, 0] == 0
+    for mode in model.NEIGHBOURS:
+        cond = model.make_conditioning(img, ones, above, below, hidden, mode)
+        for name, source in (("above", above), ("below", below)):
+            shown = cond[:, channel[name]]
+            if mode == "keep":
+                assert torch.equal(shown, source[:, 0])
+            elif mode == "hide":
+                assert torch.all(shown[hidden[:, 0] == 1] == model.BLANK_VALUE)
+                assert torch.equal(shown[outside], source[:, 0][outside])
+            else:
+                assert torch.all(shown == model.BLANK_VALUE)
+    try:
+        model.make_conditioning(img, ones, above, below, hidden, "peek")
+    except ValueError as error:
+        assert "peek" in str(error)
+    else:
+        raise AssertionError("an unknown neighbours mode was accepted")
+
+
+def test_the_neighbours_contract_travels_with_the_checkpoint(tmp_path):
+    spec = model.InpainterSpec(
+        img_size=16, model_channels=32, channel_mult=(1, 2), attention_resolutions=(),
+        neighbours="hide",
+    )  # fmt: skip
+    module = model.build_module(spec)
+    ckpt = tmp_path / "inpainter.ckpt"
+    model.save_inpainter(ckpt, module.state_dict(), spec)
+    assert json.loads(ckpt.with_suffix(".json").read_text())["contract"]["neighbours"] == "hide"
+    loaded, _ = model.load_inpainter(ckpt)
+    assert model.spec_of(loaded).neighbours == "hide"
+    assert model.spec_of(model.build_module(model.InpainterSpec(img_size=16))).neighbours == "keep"
+    # A spec written before the option existed loads as the old behaviour.
+    old = {k: v for k, v in spec.to_dict().items() if k != "neighbours"}
+    assert model.InpainterSpec.from_dict(old).neighbours == "keep"
+
+
+def test_detect_settings_record_round_trips_and_old_records_mean_no_mirror():
+    from ichinpaint.detection.record import settings_from_record, settings_record
+    from ichinpaint.detection.settings import DetectSettings
+
+    settings = DetectSettings(strategy="onestep", noise_levels=(0.4, 0.6), mirror=True, canvas=256)
+    record = settings_record(settings, img_size=64, model_sha256="0" * 64)
+    assert settings_from_record(record, batch_size=settings.batch_size) == settings
+    del record["mirror"]
+    assert not settings_from_record(record, batch_size=settings.batch_size).mirror

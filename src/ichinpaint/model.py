@@ -8,6 +8,10 @@ Input contract (written into ``models/inpainter.json`` beside the weights):
   this order: brain mask {0,1}, slice above [-1,1], slice below [-1,1], the image
   with the inpainting region blanked to ``BLANK_VALUE`` [-1,1], the inpainting mask
   {0,1} (1 = hidden, to be re-painted);
+- how the neighbouring slices are shown is the spec's ``neighbours`` (``NEIGHBOURS``):
+  ``keep`` whole, ``hide`` blanked where the inpainting mask hides the slice (a bleed
+  spans adjacent 5 mm slices, so a visible neighbour can leak the hidden bleed), or
+  ``none`` (both channels blank);
 - the model is mediffusion's ``DiffusionModule`` (UNet, cosine schedule, velocity
   prediction, learned variance), built from an :class:`InpainterSpec`.
 
@@ -31,6 +35,7 @@ from ichinpaint.io import atomic_path
 
 CONDITIONING: tuple[str, ...] = ("brain_mask", "above", "below", "known_image", "inpaint_mask")
 BLANK_VALUE = 0.0  # value written into the hidden region of the "known_image" channel
+NEIGHBOURS: tuple[str, ...] = ("keep", "hide", "none")
 CONTRACT_VERSION = 1
 
 
@@ -50,6 +55,13 @@ class InpainterSpec:
     mean_type: str = "VELOCITY"
     var_type: str = "LEARNED_RANGE"
     lr: float = 2e-4
+    # How the slices above and below are shown (NEIGHBOURS); part of the input contract,
+    # so detection reads it from the checkpoint's spec, never from its own settings.
+    neighbours: str = "keep"
+
+    def __post_init__(self) -> None:
+        if self.neighbours not in NEIGHBOURS:
+            raise ValueError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,9 +129,18 @@ def make_conditioning(
     above: torch.Tensor,
     below: torch.Tensor,
     inpaint_mask: torch.Tensor,
+    neighbours: str = "keep",
 ) -> torch.Tensor:
     """Stack the conditioning channels in contract order; all inputs ``(B, 1, H, W)``."""
     known = image * (1 - inpaint_mask) + BLANK_VALUE * inpaint_mask
+    if neighbours == "hide":
+        above = above * (1 - inpaint_mask) + BLANK_VALUE * inpaint_mask
+        below = below * (1 - inpaint_mask) + BLANK_VALUE * inpaint_mask
+    elif neighbours == "none":
+        above = torch.full_like(above, BLANK_VALUE)
+        below = torch.full_like(below, BLANK_VALUE)
+    elif neighbours != "keep":
+        raise ValueError(f"neighbours must be one of {NEIGHBOURS}, got {neighbours!r}")
     return torch.cat([brain_mask, above, below, known, inpaint_mask], dim=1)
 
 
@@ -147,6 +168,7 @@ def save_inpainter(
             "conditioning": list(CONDITIONING),
             "blank_value": BLANK_VALUE,
             "inpaint_mask": "1 = hidden region to re-paint",
+            "neighbours": spec.neighbours,
         },
         **(extra or {}),
     }
@@ -175,7 +197,13 @@ def load_inpainter(ckpt_path: str | os.PathLike, device: str | torch.device = "c
     module = build_module(spec)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     module.load_state_dict(state)
+    module.inpainter_spec = spec  # the contract travels with the weights (e.g. `neighbours`)
     return module.to(device).eval(), spec
+
+
+def spec_of(module) -> InpainterSpec:
+    """The spec a module was loaded with (a freshly built one: the defaults)."""
+    return getattr(module, "inpainter_spec", None) or InpainterSpec()
 
 
 def scaled_sizes(sizes_at_256: Sequence[int], img_size: int) -> list[int]:

@@ -156,10 +156,15 @@ class InpaintSampler:
     training schedule, e.g. 1000 steps); `unet` calls the network. The conditioning
     channels (``concat``) are fixed for a batch: they already hold everything outside
     the hidden region, so only the noisy image channel changes along the chain.
+    `neighbours` is the model's contract for the neighbouring slices (its spec's
+    ``neighbours``): the conditioning must be built the way the model was trained.
     """
 
-    def __init__(self, diffusion, unet: UNetRunner, ddim_steps: int = 10) -> None:
+    def __init__(
+        self, diffusion, unet: UNetRunner, ddim_steps: int = 10, neighbours: str = "keep"
+    ) -> None:
         self.diffusion = diffusion
+        self.neighbours = neighbours
         self.unet = unet
         self.timesteps = ddim_timesteps(diffusion.num_timesteps, ddim_steps)
         self.alphas_cumprod = diffusion.alphas_cumprod.detach().to("cpu", torch.float64)

@@ -23,7 +23,7 @@ from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
 from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.detection.strategies import Strategy
 from ichinpaint.grid import GridPlan, plan_grid
-from ichinpaint.model import make_conditioning, scaled_sizes
+from ichinpaint.model import make_conditioning, scaled_sizes, spec_of
 
 
 def pick_device(name: str) -> torch.device:
@@ -51,9 +51,45 @@ def detect_series(
     generator: torch.Generator | None = None,
     plan: GridPlan | None = None,
 ) -> np.ndarray:
-    """Anomaly maps ``(n_used, H, W)`` (window units, zero outside the brain) of one series."""
-    n_used, _, img_size = images.image.shape
+    """Anomaly maps ``(n_used, H, W)`` (window units, zero outside the brain) of one series.
+
+    With ``settings.mirror`` the mean of the maps of the series and of its mirror image.
+    """
     plan = plan or plan_series(images, settings)
+    maps = repaint_differences(images, sampler, settings, generator, plan)
+    if settings.mirror:
+        flipped = mirror_images(images)
+        mirrored = repaint_differences(
+            flipped, sampler, settings, generator, plan_series(flipped, settings)
+        )
+        maps = (maps + mirrored[..., ::-1]) / 2
+    return maps
+
+
+def mirror_images(images: SeriesImages) -> SeriesImages:
+    """The series flipped left-right (the last axis), every channel alike."""
+
+    def flip(array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array[..., ::-1])
+
+    return dataclasses.replace(
+        images,
+        image=flip(images.image),
+        brain=flip(images.brain),
+        above=flip(images.above),
+        below=flip(images.below),
+    )
+
+
+def repaint_differences(
+    images: SeriesImages,
+    sampler: InpaintSampler,
+    settings: DetectSettings,
+    generator: torch.Generator | None,
+    plan: GridPlan,
+) -> np.ndarray:
+    """One pass of the grid over the series: differences from the re-paintings, per slice."""
+    n_used, _, img_size = images.image.shape
     strategy = settings.sampling()
     device = sampler.unet.device
 
@@ -71,7 +107,7 @@ def detect_series(
     for chunk in items.split(settings.batch_size) if len(items) else ():
         s, p = chunk[:, 0], chunk[:, 1]
         original, mask = image[s], pass_masks[p]
-        concat = make_conditioning(original, brain[s], above[s], below[s], mask)
+        concat = make_conditioning(original, brain[s], above[s], below[s], mask, sampler.neighbours)
         inpainted = strategy.inpaint(sampler, original, concat, mask, generator=generator)
         diff = difference_in_window_units(original, inpainted, settings.sign) * mask
         per_grid.index_put_((s, grid_of_pass[p]), diff[:, 0], accumulate=True)
@@ -124,6 +160,18 @@ def plan_series(images: SeriesImages, settings: DetectSettings) -> GridPlan:
     return plan_grid(images.brain, sizes, settings.offsets)
 
 
+def series_forwards(
+    images: SeriesImages, plan: GridPlan, sampler: InpaintSampler, settings: DetectSettings
+) -> int:
+    """UNet images `detect_series` makes for a series: its plan, and its mirror's if asked."""
+    strategy = settings.sampling()
+    total = expected_forwards(plan, sampler, strategy)
+    if settings.mirror:
+        mirrored = plan_series(mirror_images(images), settings)
+        total += expected_forwards(mirrored, sampler, strategy)
+    return total
+
+
 def expected_forwards(plan: GridPlan, sampler: InpaintSampler, strategy: Strategy) -> int:
     """UNet images a plan needs: patterns that hide brain x calls per pattern."""
     return len(plan.items) * strategy.forwards_per_image(sampler)
@@ -163,7 +211,8 @@ class Detector:
             compile=settings.compile,
             net=net,
         )
-        sampler = strategy.sampler(module.diffusion, runner)
+        # The model's contract for the neighbouring slices decides the conditioning.
+        sampler = strategy.sampler(module.diffusion, runner, neighbours=spec_of(module).neighbours)
         img_size = int(module.config.model.input_size)
         return cls(settings, strategy, runner, sampler, img_size, runner.device)
 
@@ -181,7 +230,7 @@ class Detector:
     ) -> tuple[np.ndarray, int]:
         """One series' final maps and the UNet images they took (checked against the plan)."""
         plan = plan_series(images, self.settings)
-        expected = expected_forwards(plan, self.sampler, self.strategy) if self.sampler else 0
+        expected = series_forwards(images, plan, self.sampler, self.settings) if self.sampler else 0
         before = self.forwards
         with tqdm(total=expected, desc=f"  {uid}", unit="img", leave=False, disable=None) as bar:
             if self.runner:

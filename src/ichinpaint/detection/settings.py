@@ -19,6 +19,10 @@ from ichinpaint.fastattention import ATTENTION_CHOICES
 
 HU_RANGE = p.between(-1100, 4000)
 
+# Record fields added after records were first written: an older record means their
+# default (predict reads decision.json files written before the option existed).
+ADDED_LATER: tuple[str, ...] = ("mirror",)
+
 # The fields that decide the maps (with the model and the image size): the settings
 # record, and the run fingerprint with `batch_size` (batches share the noise stream).
 RECORD_FIELDS: tuple[str, ...] = (
@@ -33,6 +37,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "combine",
     "seed",
     "sign",
+    "mirror",
     "hu_gate",
     "gate_hu",
     "baseline_hu",
@@ -86,6 +91,11 @@ class DetectSettings:
         "absolute: |real - re-painted|; positive: only where the real slice is brighter "
         "(blood is hyperdense; cysts, atrophy and old infarcts are not)",
         choices=("absolute", "positive"),
+    )
+    mirror: bool = p.setting(
+        False,
+        "test-time augmentation: also re-paint the left-right mirrored slices and average "
+        "the two maps (twice the UNet calls)",
     )
     hu_gate: bool = p.setting(
         True,
@@ -181,8 +191,9 @@ def settings_from_record(record: dict[str, Any], **runtime: Any) -> DetectSettin
     (batch size, device, precision, backend...), else their defaults."""
     kinds = dict(p.declared_fields(DetectSettings))
     types = {field.name: kind for field, kind in kinds.items()}
+    present = [k for k in RECORD_FIELDS if k in record or k not in ADDED_LATER]
     try:
-        recorded = {key: _typed(record[key], types[key]) for key in RECORD_FIELDS}
+        recorded = {key: _typed(record[key], types[key]) for key in present}
     except KeyError as error:
         raise ValueError(f"detect settings record lacks {error}") from error
     return DetectSettings(**recorded, **runtime)

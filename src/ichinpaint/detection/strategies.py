@@ -35,9 +35,10 @@ class Strategy:
     name: ClassVar[str]
     needs_model: ClassVar[bool] = True
 
-    def sampler(self, diffusion, unet) -> InpaintSampler:
-        """The sampler this strategy runs on (its DDIM schedule)."""
-        return InpaintSampler(diffusion, unet)
+    def sampler(self, diffusion, unet, neighbours: str = "keep") -> InpaintSampler:
+        """The sampler this strategy runs on (its DDIM schedule); `neighbours`: the model's
+        contract for the neighbouring slices (`ichinpaint.model.NEIGHBOURS`)."""
+        return InpaintSampler(diffusion, unet, neighbours=neighbours)
 
     def forwards_per_image(self, sampler: InpaintSampler) -> int:
         """UNet calls per hidden pattern: the analytical count the runner must match."""
@@ -67,8 +68,8 @@ class Repaint(Strategy):
     jump_length: int = 1
     jump_n_sample: int = 1
 
-    def sampler(self, diffusion, unet) -> InpaintSampler:
-        return InpaintSampler(diffusion, unet, ddim_steps=self.ddim_steps)
+    def sampler(self, diffusion, unet, neighbours: str = "keep") -> InpaintSampler:
+        return InpaintSampler(diffusion, unet, ddim_steps=self.ddim_steps, neighbours=neighbours)
 
     def start_index(self, sampler: InpaintSampler) -> int | None:
         """Where the reverse process starts (None = the top, from pure noise)."""

@@ -61,6 +61,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
         grid_fraction: float,
         transforms: A.Compose | None = None,
         fixed_seed: int | None = None,
+        neighbours: str = "keep",
     ) -> None:
         if len(rows) == 0:
             raise ValueError("no slices to train or validate on (empty split after use == True)")
@@ -71,6 +72,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
         self.grid_fraction = grid_fraction
         self.transforms = transforms
         self.fixed_seed = fixed_seed
+        self.neighbours = neighbours
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -119,6 +121,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
             to_unit_range(above)[None, None],
             to_unit_range(below)[None, None],
             torch.from_numpy(hidden)[None, None],
+            self.neighbours,
         )
         return {"img": img[0], "concat": concat[0]}
 

@@ -30,7 +30,13 @@ import torch
 
 from ichinpaint import params
 from ichinpaint.io import read_json, write_json
-from ichinpaint.model import InpainterSpec, build_module, save_inpainter, scaled_sizes
+from ichinpaint.model import (
+    NEIGHBOURS,
+    InpainterSpec,
+    build_module,
+    save_inpainter,
+    scaled_sizes,
+)
 from ichinpaint.training.augment import load_transforms
 from ichinpaint.training.callbacks import (
     LIVE_ROWS_KEY,
@@ -123,6 +129,13 @@ class TrainConfig:
     grid_fraction: float = params.setting(
         0.5, "share of masks that are a detection-grid pass", rule=params.between(0, 1)
     )
+    neighbours: str = params.setting(
+        "keep",
+        "how the slices above and below are shown: keep (whole), hide (blanked under the "
+        "inpainting mask, so a bleed spanning slices cannot leak), none; written into the "
+        "model spec, detection follows it",
+        choices=NEIGHBOURS,
+    )
     val_every: int = params.setting(
         800, "validate every this many training images", rule=params.at_least(1)
     )
@@ -149,6 +162,7 @@ class TrainConfig:
             num_res_blocks=self.num_res_blocks,
             attention_resolutions=tuple(self.attention_resolutions),
             lr=self.lr,
+            neighbours=self.neighbours,
         )
 
     @property
@@ -245,7 +259,11 @@ def build_datasets(
     train_rows = read_split(paths.slices, "train")
     val_rows = validation_rows(read_split(paths.slices, "val"), cfg.val_images)
     common = dict(
-        root=paths.root, img_size=cfg.img_size, sizes=sizes, grid_fraction=cfg.grid_fraction
+        root=paths.root,
+        img_size=cfg.img_size,
+        sizes=sizes,
+        grid_fraction=cfg.grid_fraction,
+        neighbours=cfg.neighbours,
     )
     train_ds = InpaintingDataset(train_rows, transforms=load_transforms(cfg.transforms), **common)
     val_ds = InpaintingDataset(val_rows, transforms=None, fixed_seed=cfg.seed, **common)
