@@ -164,7 +164,7 @@ class DetectSettings:
     def sampling(self) -> Strategy:
         """The re-painting strategy these settings describe."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return make_strategy(**{**values, "name": values.pop("strategy")})
+        return make_strategy(values.pop("strategy"), **values)
 
     @property
     def needs_model(self) -> bool:
