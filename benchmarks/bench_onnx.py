@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from bench_detect import STUDY_SPEC  # the study's model: one declaration for every benchmark
 
 from ichinpaint import model
 from ichinpaint.onnxunet import OnnxUNet, example_inputs, export_unet
@@ -39,14 +40,6 @@ def default_spec() -> model.InpainterSpec:
     )
 
 
-# The study's model (mediffusion defaults at 256 px), as in bench_detect.py.
-STUDY_SPEC = model.InpainterSpec(
-    img_size=256,
-    model_channels=128,
-    channel_mult=(1, 1, 2, 2, 4, 4),
-    num_res_blocks=2,
-    attention_resolutions=(8, 16, 32),
-)
 MID_SPEC = model.InpainterSpec(
     img_size=128, model_channels=64, channel_mult=(1, 2, 2, 4), attention_resolutions=(8,)
 )

@@ -20,18 +20,12 @@ import dataclasses
 import time
 
 import torch
+from bench_detect import STUDY_SPEC  # the study's model: one declaration for every benchmark
 
 from ichinpaint import model
 
 DEFAULT = model.InpainterSpec(
     img_size=64, model_channels=32, channel_mult=(1, 2, 2), attention_resolutions=(8,)
-)
-STUDY = model.InpainterSpec(
-    img_size=256,
-    model_channels=128,
-    channel_mult=(1, 1, 2, 2, 4, 4),
-    attention_resolutions=(8, 16, 32),
-    num_res_blocks=2,
 )
 
 
@@ -56,7 +50,9 @@ def cases(device: str, batch_cpu: int, batch_gpu: int) -> list[Case]:
                 for comp in (False, True):
                     label = f"study 256px {'bf16' if bf16 else 'fp32'}{' channels_last' if cl else ''}{' compile' if comp else ''}"
                     out.append(
-                        Case(label, STUDY, batch_gpu, bf16=bf16, channels_last=cl, compile=comp)
+                        Case(
+                            label, STUDY_SPEC, batch_gpu, bf16=bf16, channels_last=cl, compile=comp
+                        )
                     )
     return out
 

@@ -110,15 +110,20 @@ def test_grid_plan_hides_every_brain_pixel_once_per_size_and_shift():
     assert all((plan.masks[p] & (brain[0] > 0)).any() for _, p in plan.items)
 
 
-def test_maps_are_zero_outside_the_brain_and_combine_modes_order(tiny):
-    module, _ = tiny
-    brain = brain_disc()
-    rng = np.random.default_rng(0)
+def one_slice_series(brain: np.ndarray, seed: int) -> SeriesImages:
+    """One noisy slice (brain 0.2, background -1) that is also its own neighbours."""
+    rng = np.random.default_rng(seed)
     image = (np.where(brain, 0.2, -1) + rng.normal(0, 0.05, brain.shape)).astype(np.float32)
-    images = SeriesImages(
+    return SeriesImages(
         image=image[None], brain=brain[None].astype(np.float32), above=image[None],
         below=image[None], slice_index=[0],
     )  # fmt: skip
+
+
+def test_maps_are_zero_outside_the_brain_and_combine_modes_order(tiny):
+    module, _ = tiny
+    brain = brain_disc()
+    images = one_slice_series(brain, seed=0)
     maps = {}
     for how in ("max", "mean"):
         settings = DetectSettings(
@@ -139,12 +144,7 @@ def test_maps_are_zero_outside_the_brain_and_combine_modes_order(tiny):
 def test_mirror_averages_the_map_of_the_flipped_series_and_counts_its_calls(tiny):
     module, _ = tiny
     brain = brain_disc()  # off-centre: the mirrored series has its own grid plan
-    rng = np.random.default_rng(1)
-    image = (np.where(brain, 0.2, -1) + rng.normal(0, 0.05, brain.shape)).astype(np.float32)
-    images = SeriesImages(
-        image=image[None], brain=brain[None].astype(np.float32), above=image[None],
-        below=image[None], slice_index=[0],
-    )  # fmt: skip
+    images = one_slice_series(brain, seed=1)
     maps, calls = {}, {}
     for mirror in (False, True):
         settings = DetectSettings(
