@@ -16,7 +16,7 @@ from ichinpaint.detection.anomaly import combine_grids
 from ichinpaint.detection.inputs import SeriesImages, read_manifest
 from ichinpaint.detection.runner import SCORES_COLUMNS
 from ichinpaint.detection.sampler import InpaintSampler, UNetRunner
-from ichinpaint.detection.series import detect_series, plan_series, series_forwards
+from ichinpaint.detection.series import detect_series, series_forwards, series_passes
 from ichinpaint.detection.settings import DetectSettings
 from ichinpaint.grid import plan_grid
 from ichinpaint.manifest import COLUMNS as MANIFEST_COLUMNS
@@ -153,12 +153,14 @@ def test_mirror_averages_the_map_of_the_flipped_series_and_counts_its_calls(tiny
         )  # fmt: skip
         runner = UNetRunner(module)
         sampler = InpaintSampler(module.diffusion, runner, 10)
-        plan = plan_series(images, settings)
         with torch.inference_mode():
             maps[mirror] = detect_series(
                 images, sampler, settings, torch.Generator().manual_seed(0)
             )
-        calls[mirror] = (runner.forwards, series_forwards(images, plan, sampler, settings))
+        calls[mirror] = (
+            runner.forwards,
+            series_forwards(series_passes(images, settings), sampler, settings),
+        )
     for counted, expected in calls.values():
         assert counted == expected
     assert calls[True][0] == 2 * calls[False][0]

@@ -43,27 +43,36 @@ def series_generator(device: torch.device, seed: int, series_uid: str) -> torch.
     return generator
 
 
+# The series as one grid pass sees it (itself, or its mirror image) and that pass's plan.
+SeriesPass = tuple[SeriesImages, GridPlan]
+
+
+def series_passes(images: SeriesImages, settings: DetectSettings) -> list[SeriesPass]:
+    """The series with its grid plan, then (``settings.mirror``) its mirror image with its own."""
+    passes = [(images, plan_series(images, settings))]
+    if settings.mirror:
+        flipped = mirror_images(images)
+        passes.append((flipped, plan_series(flipped, settings)))
+    return passes
+
+
 @torch.inference_mode()
 def detect_series(
     images: SeriesImages,
     sampler: InpaintSampler,
     settings: DetectSettings,
     generator: torch.Generator | None = None,
-    plan: GridPlan | None = None,
+    passes: list[SeriesPass] | None = None,
 ) -> np.ndarray:
     """Anomaly maps ``(n_used, H, W)`` (window units, zero outside the brain) of one series.
 
     With ``settings.mirror`` the mean of the maps of the series and of its mirror image.
     """
-    plan = plan or plan_series(images, settings)
-    maps = repaint_differences(images, sampler, settings, generator, plan)
+    passes = passes or series_passes(images, settings)
+    maps = [repaint_differences(seen, sampler, settings, generator, plan) for seen, plan in passes]
     if settings.mirror:
-        flipped = mirror_images(images)
-        mirrored = repaint_differences(
-            flipped, sampler, settings, generator, plan_series(flipped, settings)
-        )
-        maps = (maps + mirrored[..., ::-1]) / 2
-    return maps
+        maps[1] = maps[1][..., ::-1]  # back to the series' own orientation
+    return sum(maps) / len(maps)
 
 
 def mirror_images(images: SeriesImages) -> SeriesImages:
@@ -120,7 +129,7 @@ def series_maps(
     sampler: InpaintSampler | None,
     settings: DetectSettings,
     generator: torch.Generator | None,
-    plan: GridPlan,
+    passes: list[SeriesPass],
     hu_fractions: np.ndarray | None,
 ) -> np.ndarray:
     """The series' final maps: re-painting differences (or the HU baseline), HU-gated if asked.
@@ -131,7 +140,7 @@ def series_maps(
     if not settings.needs_model:
         assert hu_fractions is not None, "hu_threshold needs the HU volume"
         return (hu_fractions * images.brain).astype(np.float32)
-    maps = detect_series(images, sampler, settings, generator, plan)
+    maps = detect_series(images, sampler, settings, generator, passes)
     if settings.hu_gate:
         assert hu_fractions is not None, "the HU gate needs the HU volume"
         maps = maps * hu_fractions
@@ -161,15 +170,11 @@ def plan_series(images: SeriesImages, settings: DetectSettings) -> GridPlan:
 
 
 def series_forwards(
-    images: SeriesImages, plan: GridPlan, sampler: InpaintSampler, settings: DetectSettings
+    passes: list[SeriesPass], sampler: InpaintSampler, settings: DetectSettings
 ) -> int:
-    """UNet images `detect_series` makes for a series: its plan, and its mirror's if asked."""
+    """UNet images `detect_series` makes over `passes` (the series, and its mirror if asked)."""
     strategy = settings.sampling()
-    total = expected_forwards(plan, sampler, strategy)
-    if settings.mirror:
-        mirrored = plan_series(mirror_images(images), settings)
-        total += expected_forwards(mirrored, sampler, strategy)
-    return total
+    return sum(expected_forwards(plan, sampler, strategy) for _, plan in passes)
 
 
 def expected_forwards(plan: GridPlan, sampler: InpaintSampler, strategy: Strategy) -> int:
@@ -229,14 +234,14 @@ class Detector:
         self, uid: str, images: SeriesImages, fractions: np.ndarray | None
     ) -> tuple[np.ndarray, int]:
         """One series' final maps and the UNet images they took (checked against the plan)."""
-        plan = plan_series(images, self.settings)
-        expected = series_forwards(images, plan, self.sampler, self.settings) if self.sampler else 0
+        passes = series_passes(images, self.settings)
+        expected = series_forwards(passes, self.sampler, self.settings) if self.sampler else 0
         before = self.forwards
         with tqdm(total=expected, desc=f"  {uid}", unit="img", leave=False, disable=None) as bar:
             if self.runner:
                 self.runner.progress = bar
             generator = series_generator(self.device, self.settings.seed, uid)
-            maps = series_maps(images, self.sampler, self.settings, generator, plan, fractions)
+            maps = series_maps(images, self.sampler, self.settings, generator, passes, fractions)
             if self.runner:
                 self.runner.progress = None
         counted = self.forwards - before
