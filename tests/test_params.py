@@ -60,6 +60,7 @@ BAD = {
         "num_res_blocks": [0],
         "sizes": [[0], []],
         "grid_fraction": [1.5],
+        "known_weight": [-0.1, 1.5],
         "val_every": [0],
         "val_images": [0],
         "checkpoint_every": [0],

@@ -13,6 +13,7 @@ from train_fixtures import write_png_set
 
 from ichinpaint import grid, model
 from ichinpaint.training import augment, callbacks, dataset, loop, masks
+from ichinpaint.training.loss import denoising_loss
 from ichinpaint.training.module import InpaintingModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,6 +199,57 @@ def test_one_training_step_gives_a_finite_loss_and_gradients(png_set):
     loss.backward()
     grads = [p.grad for p in module.model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def _loss_inputs(png_set, seed=0):
+    cfg = tiny_config()
+    train_ds, _ = loop.build_datasets(cfg, tiny_paths(png_set.parents[2], png_set))
+    torch.manual_seed(seed)
+    module = model.build_module(
+        cfg.spec(), module_class=InpaintingModule, max_steps=1, batch_size=4
+    )
+    batch = next(iter(torch.utils.data.DataLoader(train_ds, batch_size=4)))
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.randint(0, module.diffusion.num_timesteps, (4,), generator=gen)
+    noise = torch.randn(batch["img"].shape, generator=gen)
+    return module, batch, t, noise
+
+
+def test_known_weight_one_is_mediffusions_loss(png_set):
+    module, batch, t, noise = _loss_inputs(png_set)
+    theirs = module.diffusion.training_losses(
+        model=module.model,
+        x_start=batch["img"],
+        t=t,
+        noise=noise,
+        model_kwargs={"concat": batch["concat"], "cls": None},
+    )
+    assert batch["concat"][:, -1].sum() > 0  # there is a hidden region to weigh
+    for known_weight in (1.0, 1.0 - 1e-12):  # the shortcut and the weighted path
+        ours = denoising_loss(
+            module.diffusion, module.model, batch["img"], t, noise, batch["concat"], known_weight
+        )
+        torch.testing.assert_close(ours, theirs["loss"], rtol=1e-5, atol=1e-6)
+
+
+def test_known_weight_zero_ignores_the_visible_pixels(png_set):
+    module, batch, t, noise = _loss_inputs(png_set)
+    concat = batch["concat"]
+    visible = (concat[:, -1:] == 0).float()
+
+    def wrong_where_visible(x, ts, **kwargs):  # the mean prediction off by 5 outside the mask
+        out = module.model(x, ts, **kwargs)
+        return torch.cat([out[:, :1] + 5.0 * visible, out[:, 1:]], dim=1)
+
+    args = (batch["img"], t, noise, concat)
+    base = denoising_loss(module.diffusion, module.model, *args, 0.0)
+    torch.testing.assert_close(
+        denoising_loss(module.diffusion, wrong_where_visible, *args, 0.0), base
+    )
+    half = denoising_loss(module.diffusion, wrong_where_visible, *args, 0.5)
+    assert (half > base + 1).all()  # at 0.5 the visible error counts
+    with pytest.raises(ValueError, match="known_weight"):
+        denoising_loss(module.diffusion, module.model, *args, 1.5)
 
 
 def test_lr_schedule_warms_up_then_decays():

@@ -136,6 +136,12 @@ class TrainConfig:
         "model spec, detection follows it",
         choices=NEIGHBOURS,
     )
+    known_weight: float = params.setting(
+        1.0,
+        "weight of the visible pixels in the denoising loss, against 1 for the hidden squares "
+        "(1 = mediffusion's whole-image loss; lower spends short trainings on re-painting)",
+        rule=params.between(0, 1),
+    )
     val_every: int = params.setting(
         800, "validate every this many training images", rule=params.at_least(1)
     )
@@ -362,6 +368,7 @@ def train(
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
+        known_weight=cfg.known_weight,
     )
     if cfg.compile:
         module.model.compile()  # in place: state_dict keys stay those of the plain model

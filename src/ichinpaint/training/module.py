@@ -5,6 +5,8 @@ What changes against mediffusion as shipped, and why:
 - dataloaders are built here (mediffusion's fail with 0 workers: ``prefetch_factor``);
 - the optimiser is AdamW with a short linear warm-up and a cosine decay, since the
   default CPU run has only a few hundred steps (mediffusion: Lion, constant rate);
+- the loss can weigh the hidden squares above the visible pixels (`known_weight`,
+  `ichinpaint.training.loss`);
 - validation computes the loss at fixed timesteps and noise (comparable between
   validations) and logs a few inpaintings as a PNG through DVCLive instead of wandb;
 - inputs go channels-last when asked (faster convolutions on CPU and GPU);
@@ -25,6 +27,7 @@ from mediffusion import DiffusionModule
 from omegaconf import OmegaConf
 
 from ichinpaint.training.dataset import PositionSampler, TrainingStream, stream_seed
+from ichinpaint.training.loss import denoising_loss
 
 VAL_DDIM_STEPS = 20
 VAL_IMAGES_LOGGED = 4
@@ -44,6 +47,7 @@ class InpaintingModule(DiffusionModule):
         channels_last: bool = False,
         seed: int = 0,
         accumulate_grad_batches: int = 1,
+        known_weight: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(config_file, **kwargs)
@@ -56,6 +60,7 @@ class InpaintingModule(DiffusionModule):
         self.num_workers = num_workers
         self.seed = seed
         self.accumulate_grad_batches = accumulate_grad_batches
+        self.known_weight = known_weight
         self.use_channels_last = channels_last
         self.recent_train_losses: list[float] = []
         self.last_val_loss: float = float("nan")
@@ -160,14 +165,16 @@ class InpaintingModule(DiffusionModule):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         ts = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), generator=gen)
         noise = torch.randn(x_start.shape, generator=gen).to(x_start)
-        terms = self.diffusion.training_losses(
-            model=self.model,
-            x_start=x_start,
-            t=ts.to(x_start.device),
-            noise=noise,
-            model_kwargs={"concat": batch["concat"], "cls": None},
+        loss = denoising_loss(
+            self.diffusion,
+            self.model,
+            x_start,
+            ts.to(x_start.device),
+            noise,
+            batch["concat"],
+            known_weight=self.known_weight,
         )
-        return terms["loss"].mean()
+        return loss.mean()
 
     @torch.inference_mode()
     def validation_step(self, batch, batch_idx):
