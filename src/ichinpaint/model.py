@@ -144,6 +144,12 @@ def make_conditioning(
     return torch.cat([brain_mask, above, below, known, inpaint_mask], dim=1)
 
 
+def conditioning_channel(concat: torch.Tensor, name: str) -> torch.Tensor:
+    """The channel `name` of a conditioning stack ``(B, len(CONDITIONING), H, W)``, kept 4-D."""
+    index = CONDITIONING.index(name)
+    return concat[:, index : index + 1]
+
+
 def unet_forward(module, x_t: torch.Tensor, t: torch.Tensor, concat: torch.Tensor) -> torch.Tensor:
     """One UNet call with the conditioning concatenated (the unit detection counts)."""
     return module.model(x_t, t, concat=concat)

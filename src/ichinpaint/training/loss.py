@@ -6,7 +6,7 @@ copy task it learns early; the re-painting that detection relies on is the small
 hidden share (1/9 of the image for a grid pass, less for random squares). With a
 short training budget, `known_weight` < 1 spends more of the gradient where the model
 has to invent healthy tissue. At ``known_weight == 1`` this is mediffusion's loss, to
-floating-point precision (tests/test_training.py checks it).
+floating-point precision (tests/test_train.py checks it).
 
 Only the configuration `ichinpaint.model` builds is covered (MSE loss, any mean type
 mediffusion knows, learned or fixed variance); the variational term, which only trains
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from mediffusion.diffusion.base import LossType, ModelMeanType, ModelVarType
+
+from ichinpaint.model import conditioning_channel
 
 
 def denoising_loss(
@@ -30,7 +32,7 @@ def denoising_loss(
 ) -> torch.Tensor:
     """Per-image loss ``[B]``; pixels outside the inpainting mask weigh `known_weight`.
 
-    The inpainting mask is the last conditioning channel (`ichinpaint.model.CONDITIONING`).
+    The inpainting mask is the conditioning channel ``inpaint_mask`` (`ichinpaint.model`).
     The weighted error is divided by the summed weights, so the loss keeps its scale.
     """
     if not 0.0 <= known_weight <= 1.0:
@@ -69,7 +71,7 @@ def denoising_loss(
     p2 = diffusion._extract_into_tensor(
         1 / (diffusion.p2_k + diffusion.snr) ** diffusion.p2_gamma, t, target.shape
     )
-    hidden = concat[:, -1:].to(target.dtype)
+    hidden = conditioning_channel(concat, "inpaint_mask").to(target.dtype)
     weight = known_weight + (1.0 - known_weight) * hidden.expand_as(target)
     dims = list(range(1, target.ndim))
     squared = p2 * (target - output) ** 2

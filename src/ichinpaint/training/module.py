@@ -26,6 +26,7 @@ import torch
 from mediffusion import DiffusionModule
 from omegaconf import OmegaConf
 
+from ichinpaint.model import conditioning_channel
 from ichinpaint.training.dataset import PositionSampler, TrainingStream, stream_seed
 from ichinpaint.training.loss import denoising_loss
 
@@ -205,7 +206,7 @@ class InpaintingModule(DiffusionModule):
             noise, inference_protocol=f"DDIM{steps}", model_kwargs={"concat": batch["concat"]}
         )
         painted = torch.stack(samples).to(batch["img"].device, torch.float32)
-        hidden = batch["concat"][:, -1:].float()
+        hidden = conditioning_channel(batch["concat"], "inpaint_mask").float()
         return batch["img"].float() * (1 - hidden) + painted * hidden
 
     def log_inpaintings(self, batch: dict[str, torch.Tensor]) -> None:
@@ -217,7 +218,10 @@ class InpaintingModule(DiffusionModule):
         small = {k: v[:n] for k, v in batch.items()}
         painted = self.inpaint(small)
         panel = inpainting_panel(
-            small["img"], small["concat"][:, 3:4], small["concat"][:, 4:5], painted
+            small["img"],
+            conditioning_channel(small["concat"], "known_image"),
+            conditioning_channel(small["concat"], "inpaint_mask"),
+            painted,
         )
         experiment.log_image(f"inpaintings/{self.global_step:06d}.png", panel)
 
