@@ -460,6 +460,7 @@ def main() -> int:
     text = table(rows, header)
     print("\n" + text, flush=True)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     return 0
 

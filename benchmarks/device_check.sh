@@ -10,43 +10,14 @@
 #   DEVICE_CHECK_ARGS     extra options for device_check.py (e.g. "--smoke none")
 #   WHEEL_DIR             wheels for an offline machine (default .whl; see docs/detection.md)
 #
-# The environment, from requirements.lock's pins:
-# - a GPU image whose python3 already has torch (the device machines here): the packages
-#   it lacks (PINNED below, at the lock's versions) go into .venv-device/site with
-#   --no-deps, from the index when reachable, else from $WHEEL_DIR (prepared elsewhere by
-#   benchmarks/device_wheels.sh), so the image's CUDA torch stack is used as it is;
-# - a machine whose python3 has no torch: a full venv .venv-device from requirements.lock.
-# The package itself runs from src/.
+# The environment: benchmarks/device_env.sh (sets PY and PYTHONPATH).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LIMIT_S="${DEVICE_CHECK_LIMIT_S:-480}"
 START=$(date +%s)
 WHEEL_DIR="${WHEEL_DIR:-.whl}"
 
-PINNED="mediffusion bkh-pytorch-utils omegaconf antlr4-python3-runtime torchextractor monai nibabel overrides pytorch-lightning setuptools"
-SITE=""
-BASE="${DEVICE_CHECK_BASE_PYTHON:-python3}"
-if [ -n "${DEVICE_CHECK_PYTHON:-}" ]; then
-    PY="$DEVICE_CHECK_PYTHON"
-elif "$BASE" -c "import torch" 2>/dev/null; then
-    PY="$BASE"
-    SITE="$PWD/.venv-device/site"
-    mkdir -p "$SITE"
-    pins=$(for name in $PINNED; do grep -i -E "^${name}==" requirements.lock || echo "$name"; done)
-    if [ -n "${DEVICE_CHECK_OFFLINE:-}" ] || ! timeout 120 "$PY" -m pip install -q --no-deps \
-        --retries 0 --timeout 10 --target "$SITE" $pins 2>/dev/null; then
-        echo "device_check: no package index; installing from $WHEEL_DIR"
-        if ls "$WHEEL_DIR"/*.whl >/dev/null 2>&1; then
-            "$PY" -m pip install -q --no-index --no-deps --upgrade --target "$SITE" "$WHEEL_DIR"/*.whl
-        fi
-    fi
-else
-    VENV=.venv-device
-    [ -x "$VENV/bin/python" ] || "$BASE" -m venv "$VENV" || exit 1
-    timeout 300 "$VENV/bin/pip" install -q -r requirements.lock || echo "device_check: pip failed"
-    PY="$VENV/bin/python"
-fi
-export PYTHONPATH="$PWD/src${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source benchmarks/device_env.sh || exit 1
 
 if ! "$PY" -c "import torch, mediffusion, nibabel, pandas, yaml, PIL, tqdm, omegaconf" 2>/dev/null; then
     echo "device_check: missing packages; the import error:"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -341,6 +342,19 @@ def test_killed_run_resumes_to_the_same_images_seen_and_exports_safe_weights(png
     assert (live / "plots/metrics/val/loss.tsv").is_file()
     assert list((live / "plots/images/inpaintings").glob("*.png"))
     assert yaml.safe_load((live / "params.yaml").read_text())["batch_size"] == 4
+
+
+def test_training_without_dvclive_writes_the_model_and_a_csv_log(png_set):
+    """`--live_dir ''`: a bare GPU node with no DVC runs training alone."""
+    root = png_set.parents[2]
+    paths = dataclasses.replace(tiny_paths(root, png_set), live_dir=None)
+    metrics = loop.train(tiny_config(total_image_seen=8), paths)
+    assert metrics["images_seen"] == 8 and paths.out.is_file()
+    assert not (root / "dvclive").exists()
+    logged = list((paths.state_dir / "log").rglob("metrics.csv"))
+    assert logged and "loss" in logged[0].read_text()
+    hparams = list((paths.state_dir / "log").rglob("hparams.yaml"))
+    assert hparams and "batch_size" in hparams[0].read_text()
 
 
 # -- stage -------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resume checkpoint (persisted between runs)",
     )
     io.add_argument(
-        "--live_dir", default="dvclive/train", help="DVCLive directory (plots, images, params)"
+        "--live_dir",
+        default="dvclive/train",
+        help="DVCLive directory (plots, images, params); '' = no DVCLive, a CSV log in --state_dir",
     )
     io.add_argument(
         "--metrics", default="metrics/reports/train.json", help="final losses, images seen, speed"
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> str:
         slices=Path(args.slices),
         out=Path(args.out),
         state_dir=Path(args.state_dir),
-        live_dir=Path(args.live_dir),
+        live_dir=Path(args.live_dir) if args.live_dir else None,
         metrics=Path(args.metrics),
         root=Path(args.root),
     )

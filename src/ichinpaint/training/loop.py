@@ -200,7 +200,7 @@ class TrainPaths:
     slices: Path
     out: Path  # the EMA weights (models/inpainter.ckpt); the spec goes beside it as .json
     state_dir: Path  # resume state (persisted DVC output)
-    live_dir: Path  # DVCLive directory
+    live_dir: Path | None  # DVCLive directory; None: no DVCLive (a CSV log in state_dir)
     metrics: Path
     root: Path = Path(".")
 
@@ -276,12 +276,20 @@ def build_datasets(
     return train_ds, val_ds
 
 
-def build_trainer(cfg: TrainConfig, paths: TrainPaths, resuming: bool, hard_stop_steps: int | None):
+def build_logger(paths: TrainPaths, resuming: bool) -> Any:
+    """DVCLive in `live_dir`; without one, Lightning's CSV log in the state directory, for
+    machines that run training alone (a bare GPU node with no DVC installed)."""
+    if paths.live_dir is None:
+        return pl.loggers.CSVLogger(str(paths.state_dir), name="log")
     from dvclive.lightning import DVCLiveLogger
 
-    logger = DVCLiveLogger(
+    return DVCLiveLogger(
         dir=str(paths.live_dir), resume=resuming, dvcyaml=False, save_dvc_exp=False, report=None
     )
+
+
+def build_trainer(cfg: TrainConfig, paths: TrainPaths, resuming: bool, hard_stop_steps: int | None):
+    logger = build_logger(paths, resuming)
     ema = WarmupEMA(cfg.ema_decay)
     callbacks: list[pl.Callback] = [ema, StopAtMaxSteps(cfg.max_steps)]
     if hard_stop_steps is not None:
@@ -354,7 +362,7 @@ def train(
     train_ds, val_ds = build_datasets(cfg, paths)
     fingerprint = run_fingerprint(cfg, paths)
     resume = resume_checkpoint(Path(paths.state_dir), fingerprint)
-    if resume is not None:
+    if resume is not None and paths.live_dir is not None:
         snapshot = load_state(resume, map_location="cpu").get(LIVE_ROWS_KEY, {})
         restore_live_history(paths.live_dir, snapshot)
     module = build_module(
@@ -375,8 +383,10 @@ def train(
     trainer, ema, logger = build_trainer(
         cfg, paths, resuming=resume is not None, hard_stop_steps=hard_stop_steps
     )
-    if trainer.is_global_zero:
-        logger.experiment.log_params(logged_params(cfg))
+    if trainer.is_global_zero and paths.live_dir is not None:
+        logger.experiment.log_params(logged_params(cfg))  # lists kept (Lightning's would str them)
+    elif trainer.is_global_zero:
+        logger.log_hyperparams(logged_params(cfg))
     fit_start = time.perf_counter()
     trainer.fit(module, ckpt_path=str(resume) if resume else None)
     fit_seconds = time.perf_counter() - fit_start
