@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import os
 import shutil
 import subprocess
@@ -81,6 +82,7 @@ def sync(device: torch.device) -> None:
 
 def free(device: torch.device) -> None:
     if device.type == "cuda":
+        gc.collect()  # tensors of a failed row's frames
         torch.cuda.empty_cache()
 
 
@@ -255,6 +257,7 @@ def sharded_detection(work: Path, budget: Budget, device: torch.device) -> Row:
             "detect", "--slices", str(manifest), "--model", str(work / "m.ckpt"), "--nifti", "",
             "--root", str(work), "--out", str(work / out), "--metrics", str(work / f"{out}.json"),
             "--sizes", "64", "128", "--batch_size", "32", "--n_overlays", "0",
+            "--no-hu_gate",  # the tiny PNG set has no HU volumes
         ]  # fmt: skip
 
     label = "sharded detection, torchrun 2 ranks vs 1 process"
@@ -382,13 +385,20 @@ def main() -> int:
 
     def train_job(mode, bf16, cl, sdpa, comp):
         def job() -> Row:
-            rate = train_rate(
-                spec, device, batch=train_batch, bf16=bf16, channels_last=cl, sdpa=sdpa,
-                compile_mode=comp, steps=args.train_steps, warmup=warmup,
-            )  # fmt: skip
-            return Row(
-                "train", mode, train_batch, per_s=rate, note="AdamW (fused on CUDA), EMA on device"
-            )
+            batch, note = train_batch, "AdamW (fused on CUDA), EMA on device"
+            while True:  # fp32 activations of the study's model may not fit at bf16's batch
+                try:
+                    rate = train_rate(
+                        spec, device, batch=batch, bf16=bf16, channels_last=cl, sdpa=sdpa,
+                        compile_mode=comp, steps=args.train_steps, warmup=warmup,
+                    )  # fmt: skip
+                    return Row("train", mode, batch, per_s=rate, note=note)
+                except torch.cuda.OutOfMemoryError:
+                    if batch == 1:
+                        raise
+                    note += f"; out of memory at batch {batch}"
+                free(device)
+                batch //= 2
 
         return ("train", mode, train_batch, job, comp is not None)
 

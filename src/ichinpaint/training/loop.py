@@ -419,7 +419,7 @@ def train(
         "wall_time_s": round(time.perf_counter() - start, 2),
         "images_per_s": round(trained / fit_seconds, 2) if fit_seconds > 0 else 0.0,
         "parameters": sum(p.numel() for p in module.model.parameters()),
-        "device": str(next(module.parameters()).device.type),
+        "device": trainer.strategy.root_device.type,  # the module is back on the CPU by now
     }
     write_json(paths.metrics, metrics)
     mark_finished(paths.state_dir, fingerprint)

@@ -135,7 +135,10 @@ class InpaintingModule(DiffusionModule):
             {"params": decay, "weight_decay": 5e-4},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        fused = torch.cuda.is_available() and next(self.model.parameters()).is_cuda
+        # Lightning's mixed-precision plugin refuses gradient clipping with a fused AdamW
+        # (it unscales inside its step): only full precision gets the fused kernel.
+        mixed = self._trainer is not None and "mixed" in str(self._trainer.precision)
+        fused = not mixed and torch.cuda.is_available() and next(self.model.parameters()).is_cuda
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.99), fused=fused or None)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {
