@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from ichinpaint import model
@@ -99,3 +100,41 @@ def test_detect_settings_record_round_trips_and_old_records_mean_no_mirror():
     assert settings_from_record(record, batch_size=settings.batch_size) == settings
     del record["mirror"]
     assert not settings_from_record(record, batch_size=settings.batch_size).mirror
+
+
+def test_white_noise_is_torchs_stream_so_old_runs_reproduce():
+    a = model.draw_noise((2, 1, 8, 8), 1, torch.Generator().manual_seed(3))
+    assert torch.equal(a, torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(3)))
+
+
+def test_coarse_noise_has_unit_variance_everywhere_and_cell_sized_blobs():
+    gen = torch.Generator().manual_seed(0)
+    noise = model.draw_noise((4000, 1, 16, 16), 8, gen)
+    assert noise.shape == (4000, 1, 16, 16) and noise.dtype == torch.float32
+    var = noise.var(dim=0)  # per pixel, over draws
+    assert var.min() > 0.9 and var.max() < 1.1, (var.min(), var.max())
+    assert abs(float(noise.mean())) < 0.02
+    # Neighbouring pixels move together (white noise: correlation 0), pixels a cell apart
+    # much less.
+    flat = noise[:, 0]
+    near = torch.corrcoef(torch.stack([flat[:, 5, 5], flat[:, 5, 6]]))[0, 1]
+    far = torch.corrcoef(torch.stack([flat[:, 5, 1], flat[:, 5, 13]]))[0, 1]
+    assert near > 0.8 and abs(far) < 0.1, (near, far)
+    white = model.draw_noise((4000, 1, 16, 16), 1, gen)[:, 0]
+    assert abs(torch.corrcoef(torch.stack([white[:, 5, 5], white[:, 5, 6]]))[0, 1]) < 0.1
+
+
+def test_the_noise_contract_travels_with_the_checkpoint(tmp_path):
+    spec = model.InpainterSpec(
+        img_size=16, model_channels=32, channel_mult=(1, 2), attention_resolutions=(),
+        noise_cell=4,
+    )  # fmt: skip
+    ckpt = tmp_path / "inpainter.ckpt"
+    model.save_inpainter(ckpt, model.build_module(spec).state_dict(), spec)
+    assert json.loads(ckpt.with_suffix(".json").read_text())["contract"]["noise_cell"] == 4
+    loaded, _ = model.load_inpainter(ckpt)
+    assert model.spec_of(loaded).noise_cell == 4
+    old = {k: v for k, v in spec.to_dict().items() if k != "noise_cell"}
+    assert model.InpainterSpec.from_dict(old).noise_cell == 1  # white, as before
+    with pytest.raises(ValueError, match="noise_cell"):
+        model.InpainterSpec(img_size=16, noise_cell=0)

@@ -61,6 +61,7 @@ BAD = {
         "sizes": [[0], []],
         "grid_fraction": [1.5],
         "known_weight": [-0.1, 1.5],
+        "noise_cell": [0],
         "val_every": [0],
         "val_images": [0],
         "checkpoint_every": [0],

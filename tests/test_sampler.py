@@ -145,3 +145,23 @@ def test_partial_start_index_and_bad_values(module):
         sampler.start_index(0.0)
     with pytest.raises(ValueError, match="unknown strategy"):
         make_strategy("anoddpm")
+
+
+def test_the_detector_draws_the_noise_its_model_was_trained_with(module, batch):
+    """The spec's noise_cell reaches the sampler; onestep's noisy input is then coarse."""
+    from ichinpaint.detection.series import Detector
+    from ichinpaint.detection.settings import DetectSettings
+
+    module.inpainter_spec = model.InpainterSpec(
+        img_size=IMG, model_channels=32, channel_mult=(1, 2), attention_resolutions=(),
+        noise_cell=8,
+    )  # fmt: skip
+    try:
+        detector = Detector.build(DetectSettings(device="cpu"), module)
+    finally:
+        del module.inpainter_spec
+    assert detector.sampler.noise_cell == 8
+    original = torch.zeros(2000, 1, IMG, IMG)
+    noisy = detector.sampler.q_sample(original, 500, torch.Generator().manual_seed(0))[:, 0]
+    near = torch.corrcoef(torch.stack([noisy[:, 6, 6], noisy[:, 6, 7]]))[0, 1]
+    assert near > 0.8  # white noise would give ~0

@@ -13,7 +13,12 @@ Input contract (written into ``models/inpainter.json`` beside the weights):
   spans adjacent 5 mm slices, so a visible neighbour can leak the hidden bleed), or
   ``none`` (both channels blank);
 - the model is mediffusion's ``DiffusionModule`` (UNet, cosine schedule, velocity
-  prediction, learned variance), built from an :class:`InpainterSpec`.
+  prediction, learned variance), built from an :class:`InpainterSpec`;
+- the diffusion noise is the spec's ``noise_cell``: 1 = white Gaussian noise per pixel
+  (mediffusion's); k > 1 = coarse noise, Gaussian on a grid of k-pixel cells, bilinearly
+  interpolated and scaled back to unit variance at every pixel (:func:`draw_noise`). A
+  model trained on coarse noise learns to remove blob-sized changes, as a bleed is
+  (Kascenas' denoising autoencoder, AnoDDPM's simplex noise); detection draws the same.
 
 Checkpoints hold a plain ``state_dict`` of tensors (the EMA weights) so they load with
 ``torch.load(..., weights_only=True)``.
@@ -58,10 +63,14 @@ class InpainterSpec:
     # How the slices above and below are shown (NEIGHBOURS); part of the input contract,
     # so detection reads it from the checkpoint's spec, never from its own settings.
     neighbours: str = "keep"
+    # The diffusion noise (draw_noise): also part of the contract, read from the spec.
+    noise_cell: int = 1
 
     def __post_init__(self) -> None:
         if self.neighbours not in NEIGHBOURS:
             raise ValueError(f"neighbours must be one of {NEIGHBOURS}, got {self.neighbours!r}")
+        if not 1 <= self.noise_cell <= self.img_size:
+            raise ValueError(f"noise_cell must be in [1, img_size], got {self.noise_cell}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,6 +184,7 @@ def save_inpainter(
             "blank_value": BLANK_VALUE,
             "inpaint_mask": "1 = hidden region to re-paint",
             "neighbours": spec.neighbours,
+            "noise_cell": spec.noise_cell,
         },
         **(extra or {}),
     }
@@ -205,6 +215,42 @@ def load_inpainter(ckpt_path: str | os.PathLike, device: str | torch.device = "c
     module.load_state_dict(state)
     module.inpainter_spec = spec  # the contract travels with the weights (e.g. `neighbours`)
     return module.to(device).eval(), spec
+
+
+def draw_noise(
+    shape: Sequence[int],
+    cell: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Standard-normal noise of `shape` (``..., H, W``): white for ``cell == 1``, else
+    coarse: N(0, 1) at the corners of `cell`-pixel cells (the grid at a random offset),
+    interpolated bilinearly and divided by the interpolation's standard deviation, so
+    every pixel has variance 1 as the diffusion schedule assumes. `generator`'s device
+    must be `device`."""
+    device = torch.device(device) if device is not None else None
+    if cell == 1:
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    *lead, h, w = shape
+    grid = torch.randn((*lead, h // cell + 2, w // cell + 2), generator=generator, device=device)
+    offset = torch.randint(cell, (2,), generator=generator, device=device).tolist()
+
+    def axis(n: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = (torch.arange(n, device=device, dtype=torch.float32) + shift) / cell
+        return pos.floor().long(), pos - pos.floor()
+
+    (iy, u), (ix, v) = axis(h, offset[0]), axis(w, offset[1])
+    rows0, rows1 = grid.index_select(-2, iy), grid.index_select(-2, iy + 1)
+    u, v = u[:, None], v[None, :]
+    mixed = (
+        (1 - u) * (1 - v) * rows0.index_select(-1, ix)
+        + (1 - u) * v * rows0.index_select(-1, ix + 1)
+        + u * (1 - v) * rows1.index_select(-1, ix)
+        + u * v * rows1.index_select(-1, ix + 1)
+    )
+    std = (((1 - u) ** 2 + u**2) * ((1 - v) ** 2 + v**2)).sqrt()
+    return (mixed / std).to(dtype)
 
 
 def spec_of(module) -> InpainterSpec:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ichinpaint.model import unet_forward
+from ichinpaint.model import draw_noise, unet_forward
 
 
 def ddim_timesteps(num_timesteps: int, n_steps: int) -> list[int]:
@@ -156,15 +156,21 @@ class InpaintSampler:
     training schedule, e.g. 1000 steps); `unet` calls the network. The conditioning
     channels (``concat``) are fixed for a batch: they already hold everything outside
     the hidden region, so only the noisy image channel changes along the chain.
-    `neighbours` is the model's contract for the neighbouring slices (its spec's
-    ``neighbours``): the conditioning must be built the way the model was trained.
+    `neighbours` and `noise_cell` are the model's contract (its spec's): the conditioning
+    is built, and the noise drawn (``ichinpaint.model.draw_noise``), as in training.
     """
 
     def __init__(
-        self, diffusion, unet: UNetRunner, ddim_steps: int = 10, neighbours: str = "keep"
+        self,
+        diffusion,
+        unet: UNetRunner,
+        ddim_steps: int = 10,
+        neighbours: str = "keep",
+        noise_cell: int = 1,
     ) -> None:
         self.diffusion = diffusion
         self.neighbours = neighbours
+        self.noise_cell = noise_cell
         self.unet = unet
         self.timesteps = ddim_timesteps(diffusion.num_timesteps, ddim_steps)
         self.alphas_cumprod = diffusion.alphas_cumprod.detach().to("cpu", torch.float64)
@@ -175,7 +181,7 @@ class InpaintSampler:
         return torch.full((like.shape[0],), int(timestep), dtype=torch.long, device=like.device)
 
     def noise_like(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return draw_noise(x.shape, self.noise_cell, generator, device=x.device, dtype=x.dtype)
 
     def q_sample(
         self, x0: torch.Tensor, timestep: int, generator: torch.Generator | None

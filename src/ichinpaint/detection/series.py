@@ -216,8 +216,11 @@ class Detector:
             compile=settings.compile,
             net=net,
         )
-        # The model's contract for the neighbouring slices decides the conditioning.
-        sampler = strategy.sampler(module.diffusion, runner, neighbours=spec_of(module).neighbours)
+        # The model's contract (neighbouring slices, noise) decides conditioning and noise.
+        spec = spec_of(module)
+        sampler = strategy.sampler(
+            module.diffusion, runner, neighbours=spec.neighbours, noise_cell=spec.noise_cell
+        )
         img_size = int(module.config.model.input_size)
         return cls(settings, strategy, runner, sampler, img_size, runner.device)
 

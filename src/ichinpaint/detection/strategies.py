@@ -35,10 +35,12 @@ class Strategy:
     name: ClassVar[str]
     needs_model: ClassVar[bool] = True
 
-    def sampler(self, diffusion, unet, neighbours: str = "keep") -> InpaintSampler:
-        """The sampler this strategy runs on (its DDIM schedule); `neighbours`: the model's
-        contract for the neighbouring slices (`ichinpaint.model.NEIGHBOURS`)."""
-        return InpaintSampler(diffusion, unet, neighbours=neighbours)
+    def sampler(
+        self, diffusion, unet, neighbours: str = "keep", noise_cell: int = 1
+    ) -> InpaintSampler:
+        """The sampler this strategy runs on (its DDIM schedule); `neighbours` and
+        `noise_cell`: the model's contract (`ichinpaint.model.InpainterSpec`)."""
+        return InpaintSampler(diffusion, unet, neighbours=neighbours, noise_cell=noise_cell)
 
     def forwards_per_image(self, sampler: InpaintSampler) -> int:
         """UNet calls per hidden pattern: the analytical count the runner must match."""
@@ -68,8 +70,12 @@ class Repaint(Strategy):
     jump_length: int = 1
     jump_n_sample: int = 1
 
-    def sampler(self, diffusion, unet, neighbours: str = "keep") -> InpaintSampler:
-        return InpaintSampler(diffusion, unet, ddim_steps=self.ddim_steps, neighbours=neighbours)
+    def sampler(
+        self, diffusion, unet, neighbours: str = "keep", noise_cell: int = 1
+    ) -> InpaintSampler:
+        return InpaintSampler(
+            diffusion, unet, self.ddim_steps, neighbours=neighbours, noise_cell=noise_cell
+        )
 
     def start_index(self, sampler: InpaintSampler) -> int | None:
         """Where the reverse process starts (None = the top, from pure noise)."""

@@ -136,6 +136,13 @@ class TrainConfig:
         "model spec, detection follows it",
         choices=NEIGHBOURS,
     )
+    noise_cell: int = params.setting(
+        1,
+        "diffusion noise: 1 = white (per pixel, mediffusion's); k > 1 = coarse, drawn on "
+        "k-pixel cells at img_size and interpolated, so a model learns to remove blob-sized "
+        "changes (Kascenas, AnoDDPM); written into the model spec, detection follows it",
+        rule=params.at_least(1),
+    )
     known_weight: float = params.setting(
         1.0,
         "weight of the visible pixels in the denoising loss, against 1 for the hidden squares "
@@ -169,6 +176,7 @@ class TrainConfig:
             attention_resolutions=tuple(self.attention_resolutions),
             lr=self.lr,
             neighbours=self.neighbours,
+            noise_cell=self.noise_cell,
         )
 
     @property
@@ -377,6 +385,7 @@ def train(
         seed=cfg.seed,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         known_weight=cfg.known_weight,
+        noise_cell=cfg.noise_cell,
     )
     if cfg.compile:
         module.model.compile()  # in place: state_dict keys stay those of the plain model

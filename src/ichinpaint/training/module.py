@@ -26,7 +26,7 @@ import torch
 from mediffusion import DiffusionModule
 from omegaconf import OmegaConf
 
-from ichinpaint.model import conditioning_channel
+from ichinpaint.model import conditioning_channel, draw_noise
 from ichinpaint.training.dataset import PositionSampler, TrainingStream, stream_seed
 from ichinpaint.training.loss import denoising_loss
 
@@ -49,6 +49,7 @@ class InpaintingModule(DiffusionModule):
         seed: int = 0,
         accumulate_grad_batches: int = 1,
         known_weight: float = 1.0,
+        noise_cell: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(config_file, **kwargs)
@@ -62,6 +63,7 @@ class InpaintingModule(DiffusionModule):
         self.seed = seed
         self.accumulate_grad_batches = accumulate_grad_batches
         self.known_weight = known_weight
+        self.noise_cell = noise_cell
         self.use_channels_last = channels_last
         self.recent_train_losses: list[float] = []
         self.last_val_loss: float = float("nan")
@@ -164,11 +166,11 @@ class InpaintingModule(DiffusionModule):
         return self.seeded_loss(batch, 10_000 + batch_idx)
 
     def seeded_loss(self, batch: dict[str, torch.Tensor], seed: int) -> torch.Tensor:
-        """The diffusion loss at uniform timesteps and Gaussian noise drawn from `seed`."""
+        """The diffusion loss at uniform timesteps and the spec's noise drawn from `seed`."""
         x_start = batch["img"]
         gen = torch.Generator(device="cpu").manual_seed(seed)
         ts = torch.randint(0, self.diffusion.num_timesteps, (x_start.shape[0],), generator=gen)
-        noise = torch.randn(x_start.shape, generator=gen).to(x_start)
+        noise = draw_noise(x_start.shape, self.noise_cell, generator=gen).to(x_start)
         loss = denoising_loss(
             self.diffusion,
             self.model,
