@@ -15,7 +15,8 @@ paths change, so every other setting is the default's.
 
 Training lengths fit the time budget: each long variant first trains a short probe,
 and its images/s sets how many images fit in the variant's share of what is left
-(never more than --images).
+(never more than --images). The data stages are skipped when data/processed/slices.csv
+exists (a warm machine keeps them); delete data/ after changing the data params.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ import sys
 import time
 from pathlib import Path
 
+from ichinpaint.constants import SUBTYPES
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ROOT / ".gpu/commands.json"
 DATA_STAGES = ("synthesize", "filter", "nifti", "mask", "png")
-SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 # Outputs of train/detect/evaluate, moved to runs/<variant>/ (inputs stay shared).
 OUTPUT_PREFIXES = ("models/", "metrics/", "dvclive/", "data/detections", "data/submission")
 
