@@ -15,7 +15,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 LIMIT_S="${DEVICE_CHECK_LIMIT_S:-480}"
 START=$(date +%s)
-WHEEL_DIR="${WHEEL_DIR:-.whl}"
 
 source benchmarks/device_env.sh || exit 1
 
