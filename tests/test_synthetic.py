@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from scipy import ndimage
 
 from ichinpaint import volume
 from ichinpaint.constants import LABELS, SUBTYPE_CODES, SUBTYPES
@@ -368,3 +369,21 @@ def test_stage_writes_the_dataset_and_a_contact_sheet(tmp_path):
         "stage_2_train",
         "stage_2_train.csv",
     ]
+
+
+def test_the_healthy_twin_is_the_same_head_without_its_bleeds_and_without_noise():
+    plan = plan_dataset(**TINY)
+    bleeding = [p for p in plan.series if p.lesion_kinds]
+    assert bleeding, "TINY must plan a series with a bleed"
+    p = bleeding[0]
+    real, twin = dataset.render_plan(p), dataset.render_plan(p, healthy_twin=True)
+    assert real.lesion.any() and not twin.lesion.any()
+    np.testing.assert_array_equal(real.brain, twin.brain)
+    assert [x.kind for x in twin.lesions] == [x.kind for x in real.lesions]
+    residual = real.hu - twin.hu
+    far = (real.brain > 0) & (ndimage.distance_transform_edt(real.lesion == 0) > 6)
+    # Away from the bleed the difference is the noise alone: centred, of the head's level.
+    assert abs(float(residual[far].mean())) < 0.5
+    assert 0.5 * real.head.noise_hu < float(residual[far].std()) < 1.5 * real.head.noise_hu
+    # On the bleed it is the blood: far above what noise gives.
+    assert float(np.abs(residual[real.lesion > 0]).mean()) > 2 * real.head.noise_hu

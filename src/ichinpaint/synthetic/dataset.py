@@ -80,8 +80,11 @@ def write_dataset(
     return counts
 
 
-def render_plan(plan: SeriesPlan) -> render.RenderedSeries:
-    """The series a plan describes; deterministic, so tests can recompute the intended HU."""
+def render_plan(plan: SeriesPlan, healthy_twin: bool = False) -> render.RenderedSeries:
+    """The series a plan describes; deterministic, so tests can recompute the intended HU.
+
+    `healthy_twin`: the same series without its bleeds and without noise (render_series).
+    """
     return render.render_series(
         anatomy.load_template(),
         np.random.default_rng(plan.seed),
@@ -91,6 +94,7 @@ def render_plan(plan: SeriesPlan) -> render.RenderedSeries:
         plan.lesion_kinds,
         tilt_deg=plan.tilt_deg,
         mimic_kinds=plan.mimic_kinds,
+        healthy_twin=healthy_twin,
     )
 
 

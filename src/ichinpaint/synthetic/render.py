@@ -74,8 +74,14 @@ def render_series(
     lesion_kinds: list[str],
     tilt_deg: float = 0.0,
     mimic_kinds: list[str] | None = None,
+    healthy_twin: bool = False,
 ) -> RenderedSeries:
-    """Draw a head and its mimics, place the requested bleeds (where anatomy allows), slice it."""
+    """Draw a head and its mimics, place the requested bleeds (where anatomy allows), slice it.
+
+    `healthy_twin`: the same head, geometry and mimics (the random draws are the same),
+    with its bleeds placed but not painted and without noise. That is the perfect healthy
+    re-painting, which no model can beat (benchmarks/healthy_twin.py).
+    """
     table_z = float(rng.uniform(-150, 150))
     head = anatomy.random_head(rng, table_z)
     m = mimics_mod.random_mimics(rng, list(mimic_kinds or []), head.csf_hu)
@@ -99,14 +105,16 @@ def render_series(
     brain = np.zeros(shape, np.uint8)
     mimic = np.zeros(shape, np.uint8)
     spacing = float(np.mean(geom.pixel_spacing))
+    painted = [] if healthy_twin else placed
     for k in range(n_slices):
-        slab = _render_slice(template, head, m, geom, k, placed)
+        slab = _render_slice(template, head, m, geom, k, painted)
         codes[k], brain[k], mimic[k] = slab.codes, slab.brain, slab.mimic
         # The reconstruction kernel blurs every edge (the inner-table rim among them).
         hu[k] = ndimage.gaussian_filter(slab.hu, head.psf_mm / spacing)
         if slab.streaks is not None:
             hu[k] += slab.streaks
-        hu[k] += _noise(rng, (rows, cols), head.noise_hu, head.noise_cutoff * spacing)
+        if not healthy_twin:
+            hu[k] += _noise(rng, (rows, cols), head.noise_hu, head.noise_cutoff * spacing)
     return RenderedSeries(geom, hu, codes, brain, placed, head, mimic, m)
 
 
