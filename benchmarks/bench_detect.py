@@ -86,7 +86,8 @@ def patterns_per_slice(img_size: int, sizes_at_256, offsets: bool) -> tuple[int,
 
 
 def per_image_calls(strategy: Strategy, module) -> int:
-    return strategy.forwards_per_image(strategy.sampler(module.diffusion, UNetRunner(module)))
+    sampler = strategy.sampler(module.diffusion, UNetRunner(module), model.spec_of(module))
+    return strategy.forwards_per_image(sampler)
 
 
 def flops_per_forward(module) -> float:
@@ -171,7 +172,7 @@ def end_to_end(module, params: dict, n_slices: int = 14) -> None:
     )
     settings = default_settings(params)
     runner = UNetRunner(module)
-    sampler = settings.sampling().sampler(module.diffusion, runner)
+    sampler = settings.sampling().sampler(module.diffusion, runner, model.spec_of(module))
     start = time.perf_counter()
     detect_series(images, sampler, settings, torch.Generator(module.device).manual_seed(0))
     seconds = time.perf_counter() - start

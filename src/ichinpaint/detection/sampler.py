@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ichinpaint.model import draw_noise, unet_forward
+from ichinpaint.model import InpainterSpec, draw_noise, unet_forward
 
 
 def ddim_timesteps(num_timesteps: int, n_steps: int) -> list[int]:
@@ -156,8 +156,9 @@ class InpaintSampler:
     training schedule, e.g. 1000 steps); `unet` calls the network. The conditioning
     channels (``concat``) are fixed for a batch: they already hold everything outside
     the hidden region, so only the noisy image channel changes along the chain.
-    `neighbours` and `noise_cell` are the model's contract (its spec's): the conditioning
-    is built, and the noise drawn (``ichinpaint.model.draw_noise``), as in training.
+    `spec` is the model's contract (``ichinpaint.model.InpainterSpec``; default: the
+    default model's): the conditioning is built, and the noise drawn
+    (``ichinpaint.model.draw_noise``), as in training.
     """
 
     def __init__(
@@ -165,15 +166,21 @@ class InpaintSampler:
         diffusion,
         unet: UNetRunner,
         ddim_steps: int = 10,
-        neighbours: str = "keep",
-        noise_cell: int = 1,
+        spec: InpainterSpec | None = None,
     ) -> None:
         self.diffusion = diffusion
-        self.neighbours = neighbours
-        self.noise_cell = noise_cell
+        self.spec = spec or InpainterSpec()
         self.unet = unet
         self.timesteps = ddim_timesteps(diffusion.num_timesteps, ddim_steps)
         self.alphas_cumprod = diffusion.alphas_cumprod.detach().to("cpu", torch.float64)
+
+    @property
+    def neighbours(self) -> str:
+        return self.spec.neighbours
+
+    @property
+    def noise_cell(self) -> int:
+        return self.spec.noise_cell
 
     # -- single operations -------------------------------------------------------------
 

@@ -217,10 +217,7 @@ class Detector:
             net=net,
         )
         # The model's contract (neighbouring slices, noise) decides conditioning and noise.
-        spec = spec_of(module)
-        sampler = strategy.sampler(
-            module.diffusion, runner, neighbours=spec.neighbours, noise_cell=spec.noise_cell
-        )
+        sampler = strategy.sampler(module.diffusion, runner, spec=spec_of(module))
         img_size = int(module.config.model.input_size)
         return cls(settings, strategy, runner, sampler, img_size, runner.device)
 

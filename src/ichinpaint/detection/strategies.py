@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 
 from ichinpaint.detection.sampler import InpaintSampler, count_denoising_steps, repaint_schedule
+from ichinpaint.model import InpainterSpec
 
 
 class Strategy:
@@ -35,12 +36,10 @@ class Strategy:
     name: ClassVar[str]
     needs_model: ClassVar[bool] = True
 
-    def sampler(
-        self, diffusion, unet, neighbours: str = "keep", noise_cell: int = 1
-    ) -> InpaintSampler:
-        """The sampler this strategy runs on (its DDIM schedule); `neighbours` and
-        `noise_cell`: the model's contract (`ichinpaint.model.InpainterSpec`)."""
-        return InpaintSampler(diffusion, unet, neighbours=neighbours, noise_cell=noise_cell)
+    def sampler(self, diffusion, unet, spec: InpainterSpec | None = None) -> InpaintSampler:
+        """The sampler this strategy runs on (its DDIM schedule), under the model's
+        contract `spec` (how it sees the neighbouring slices, how its noise is drawn)."""
+        return InpaintSampler(diffusion, unet, spec=spec)
 
     def forwards_per_image(self, sampler: InpaintSampler) -> int:
         """UNet calls per hidden pattern: the analytical count the runner must match."""
@@ -70,12 +69,8 @@ class Repaint(Strategy):
     jump_length: int = 1
     jump_n_sample: int = 1
 
-    def sampler(
-        self, diffusion, unet, neighbours: str = "keep", noise_cell: int = 1
-    ) -> InpaintSampler:
-        return InpaintSampler(
-            diffusion, unet, self.ddim_steps, neighbours=neighbours, noise_cell=noise_cell
-        )
+    def sampler(self, diffusion, unet, spec: InpainterSpec | None = None) -> InpaintSampler:
+        return InpaintSampler(diffusion, unet, self.ddim_steps, spec=spec)
 
     def start_index(self, sampler: InpaintSampler) -> int | None:
         """Where the reverse process starts (None = the top, from pure noise)."""
