@@ -203,7 +203,7 @@ QUALITY_CANDIDATES: dict[str, tuple[list[str], list[str]]] = {
 QUALITY_KEYS = ("slice_auroc", "slice_ap", "fp_components_per_healthy_series", "pixel_auprc")
 
 
-def _stage_args(group: dict) -> list[str]:
+def stage_args(group: dict) -> list[str]:
     """A params.yaml group as command-line options, the way dvc.yaml unpacks it."""
     argv = []
     for key, value in group.items():
@@ -233,11 +233,11 @@ def quality_table(names: list[str], out_root: Path) -> None:
         det = out_root / f"detect_{len(detected)}" if key not in detected else detected[key]
         if key not in detected:
             detected[key] = det
-            argv = ["detect", *_stage_args(params["detect"]), *detect_extra, "--canvas", canvas]
+            argv = ["detect", *stage_args(params["detect"]), *detect_extra, "--canvas", canvas]
             argv += ["--out", str(det / "maps"), "--metrics", str(det / "detect.json")]
             assert cli.main(argv) == 0
         ev = out_root / f"evaluate_{len(rows)}"
-        argv = ["evaluate", *_stage_args(params["evaluate"]), *evaluate_extra]
+        argv = ["evaluate", *stage_args(params["evaluate"]), *evaluate_extra]
         argv += ["--canvas", canvas, "--img_size", img_size, "--detections", str(det / "maps")]
         argv += ["--detect_metrics", str(det / "detect.json"), "--metrics", str(ev / "m.json")]
         argv += ["--plots", str(ev / "plots"), "--gallery", str(ev / "gallery")]

@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import yaml
+from bench_detect import stage_args  # params group -> options, one declaration for benchmarks
 
 from ichinpaint import io, manifest, volume
 from ichinpaint.constants import SUBTYPES
@@ -46,19 +47,6 @@ NIFTI = Path("data/interim/nifti")
 # The twin must lie on the pipeline's grid: on slices without blood the real slice minus its
 # twin is the noise alone (3-5.5 HU in the generator), so a larger spread means misalignment.
 MAX_RESIDUAL_SD_HU = 10.0
-
-
-def options(group: dict) -> list[str]:
-    """A params group as command-line options, as dvc.yaml's `${group}` renders it."""
-    out = []
-    for key, value in group.items():
-        if isinstance(value, bool):
-            out.append(f"--{key}" if value else f"--no-{key}")
-        elif isinstance(value, list):
-            out += [f"--{key}", *map(str, value)]
-        else:
-            out += [f"--{key}", str(value)]
-    return out
 
 
 def run(command: list[str]) -> None:
@@ -153,7 +141,7 @@ def manifest_for(size: int, params: dict, out: Path) -> Path:
     if not (folder / "slices.csv").is_file():
         png = {**params["png"], "img_size": size}
         run([
-            "ichinpaint", "png", *options(png), "--nifti", str(NIFTI),
+            "ichinpaint", "png", *stage_args(png), "--nifti", str(NIFTI),
             "--masks", "data/interim/brainmask", "--slices", "data/interim/slices.csv",
             "--out", str(folder), "--metrics", str(out / f"png{size}.json"),
         ])  # fmt: skip
@@ -164,7 +152,7 @@ def evaluate(name: str, detections: Path, detect_json: Path, slices: Path, size:
              params: dict, out: Path) -> dict:  # fmt: skip
     report = out / f"{name}.json"
     run([
-        "ichinpaint", "evaluate", *options(params["evaluate"]),
+        "ichinpaint", "evaluate", *stage_args(params["evaluate"]),
         "--canvas", str(params["png"]["canvas"]), "--img_size", str(size),
         "--slices", str(slices), "--detections", str(detections),
         "--detect_metrics", str(detect_json),

@@ -17,7 +17,7 @@ from ichinpaint.windowing import brain_window  # noqa: E402
 
 def test_params_groups_render_as_dvc_renders_them():
     group = {"consistency_3d": True, "mirror": False, "sizes": [8, 32], "percentile": 99.5}
-    assert ht.options(group) == [
+    assert ht.stage_args(group) == [
         "--consistency_3d", "--no-mirror", "--sizes", "8", "32", "--percentile", "99.5",
     ]  # fmt: skip
 
