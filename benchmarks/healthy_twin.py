@@ -14,13 +14,16 @@ size, the trained detector (`metrics/reports/detection.json`) is the third row.
 
 It needs the pipeline's data stages on the synthetic data (`dvc repro png`). It reads
 params.yaml for the data and the evaluation. Sizes other than png.img_size get their
-own PNGs (`ichinpaint png` into --out). The evaluate settings are the pipeline's.
+own PNGs (`ichinpaint png`). Everything it writes (twins, PNGs, maps, reports) goes to
+--out/<hash of the data's params>, so another dataset never reads a stale cache. The
+evaluate settings are the pipeline's.
 Component sizes and the median filter stay in model pixels, as evaluate defines them.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -47,6 +50,17 @@ NIFTI = Path("data/interim/nifti")
 # The twin must lie on the pipeline's grid: on slices without blood the real slice minus its
 # twin is the noise alone (3-5.5 HU in the generator), so a larger spread means misalignment.
 MAX_RESIDUAL_SD_HU = 10.0
+
+
+# The params groups that decide the data and the HU rule's maps: the cached twins, PNGs and
+# HU maps under --out belong to one combination of them.
+DATA_GROUPS = ("data", "synthesize", "filter", "nifti", "mask", "png", "detect")
+
+
+def work_folder(root: Path, params: dict) -> Path:
+    """`root`/<hash of the data's params>: a changed dataset never reads another's cache."""
+    text = json.dumps({g: params[g] for g in DATA_GROUPS}, sort_keys=True)
+    return root / hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def run(command: list[str]) -> None:
@@ -258,7 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     missing = [u for u in uids if u not in plans]
     if missing:
         sys.exit(f"series {missing[:3]} are not in the plan of params.yaml's synthesize group")
-    twins = args.out / "twin_hu"
+    out = work_folder(args.out, params)
+    print(f"work folder: {out}")
+    twins = out / "twin_hu"
     twins.mkdir(parents=True, exist_ok=True)
     checks = io.parallel_map(
         TwinRenderer(plans, ground_truth, twins),
@@ -271,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"real - twin on slices without blood: {min(sds):.1f}-{max(sds):.1f} HU sd (the noise)")
     lines, gap = [], []
     for size in args.sizes:
-        slices = manifest_for(size, params, args.out)
+        slices = manifest_for(size, params, out)
         table = manifest.read(slices)
         table = table[table["split"].isin(splits)]
         settings = {
@@ -279,13 +295,13 @@ def main(argv: list[str] | None = None) -> None:
             "img_size": size,
             "gate_hu": params["detect"]["gate_hu"],
         }
-        twin_dir = args.out / f"twin{size}"
+        twin_dir = out / f"twin{size}"
         write_twin_detections(table, twins, twin_dir, settings)
         m = evaluate(f"eval_twin{size}", twin_dir, twin_dir.with_suffix(".detect.json"),
-                     slices, size, params, args.out)  # fmt: skip
+                     slices, size, params, out)  # fmt: skip
         lines.append(table_row(size, "healthy twin (ceiling)", m))
-        detections, metrics = hu_rule(size, slices, params, args.out)
-        m = evaluate(f"eval_hu{size}", detections, metrics, slices, size, params, args.out)
+        detections, metrics = hu_rule(size, slices, params, out)
+        m = evaluate(f"eval_hu{size}", detections, metrics, slices, size, params, out)
         lines.append(table_row(size, "hu_threshold", m))
         if size == params["png"]["img_size"]:
             lines.append(detector_row(size, params))

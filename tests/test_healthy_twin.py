@@ -37,3 +37,13 @@ def test_the_twin_map_is_the_brighter_part_in_window_units_gated_inside_the_brai
     assert not out.any()
     same = ht.twin_map(brain_window(twin_hu), brain_window(twin_hu), brain, gate)
     assert not same.any()
+
+
+def test_each_dataset_gets_its_own_work_folder():
+    params = {g: {"seed": 0} for g in ht.DATA_GROUPS}
+    same = {g: dict(v) for g, v in params.items()}
+    other = {**params, "synthesize": {"seed": 1}}
+    root = Path("/tmp/x")
+    assert ht.work_folder(root, params) == ht.work_folder(root, same)
+    assert ht.work_folder(root, params) != ht.work_folder(root, other)
+    assert ht.work_folder(root, params).parent == root
