@@ -86,6 +86,13 @@ def with_options(argv: list[str], overrides: dict[str, list[str]]) -> list[str]:
     return argv
 
 
+def training_length(images: int) -> dict[str, list[str]]:
+    """Train options for a run of `images` images, validated and checkpointed once, at its end."""
+    return {
+        f"--{key}": [str(images)] for key in ("total_image_seen", "val_every", "checkpoint_every")
+    }
+
+
 def in_run_folder(argv: list[str], run: Path) -> list[str]:
     return [str(run / a) if a.startswith(OUTPUT_PREFIXES) else a for a in argv]
 
@@ -136,10 +143,8 @@ class Experiment:
         stage("train", in_run_folder(argv, run), self.log)
         return read(run / "metrics/reports/train.json")
 
-    def detect_and_evaluate(self, run: Path, overrides: dict, model_run: Path) -> dict:
-        argv = with_options(self.commands["detect"], overrides)
-        argv = in_run_folder(argv, run)
-        argv = with_options(argv, {"--model": [str(model_run / "models/inpainter.ckpt")]})
+    def detect_and_evaluate(self, run: Path, overrides: dict) -> dict:
+        argv = in_run_folder(with_options(self.commands["detect"], overrides), run)
         try:
             detect_s = stage("detect", argv, self.log)
         except StageFailed:  # on the CPU cores instead (16 there): the table still gets a row
@@ -154,8 +159,7 @@ class Experiment:
         included: an underestimate) and the run's fixed start-up seconds."""
         batch = int(overrides.get("--batch_size", ["16"])[0])
         images = self.probe_steps * batch
-        probe = {**overrides, "--total_image_seen": [str(images)], "--val_every": [str(images)]}
-        probe["--checkpoint_every"] = [str(images)]
+        probe = {**overrides, **training_length(images)}
         start = time.perf_counter()
         rate = self.train(ROOT / f"runs/{slug(name)}-probe", probe)["images_per_s"]
         return rate, max(0.0, time.perf_counter() - start - images / rate)
@@ -171,17 +175,15 @@ class Experiment:
                 self.note(name, f"skipped: {self.left():.0f} s left at {rate:.0f} images/s")
                 return
             images = int(min(self.max_images, rate * seconds) // batch * batch)
-            length = [str(images)]
-            train = {**train, "--total_image_seen": length, "--val_every": length}
-            train["--checkpoint_every"] = length
+            train = {**train, **training_length(images)}
         trained = self.train(run, train)
-        metrics = self.detect_and_evaluate(run, detect, run)
+        metrics = self.detect_and_evaluate(run, detect)
         self.add(name, metrics, trained)
 
     def baseline(self) -> None:
         name, detect = BASELINE
         run = ROOT / f"runs/{slug(name)}"
-        self.add(name, self.detect_and_evaluate(run, detect, run), {})  # reads no model
+        self.add(name, self.detect_and_evaluate(run, detect), {})  # reads no model
 
     def add(self, name: str, metrics: dict, trained: dict) -> None:
         self.rows.append({"name": name, "train": trained, "detection": metrics})

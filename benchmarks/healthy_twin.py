@@ -57,6 +57,11 @@ MAX_RESIDUAL_SD_HU = 10.0
 DATA_GROUPS = ("data", "synthesize", "filter", "nifti", "mask", "png", "detect")
 
 
+def ground_truth_dir(params: dict) -> Path:
+    """The synthetic data's ground truth (the synthesize stage writes it in the raw folder)."""
+    return Path(params["data"]["raw_dir"]) / "ground_truth"
+
+
 def work_folder(root: Path, params: dict) -> Path:
     """`root`/<hash of the data's params>: a changed dataset never reads another's cache."""
     text = json.dumps({g: params[g] for g in DATA_GROUPS}, sort_keys=True)
@@ -170,7 +175,7 @@ def evaluate(name: str, detections: Path, detect_json: Path, slices: Path, size:
         "--canvas", str(params["png"]["canvas"]), "--img_size", str(size),
         "--slices", str(slices), "--detections", str(detections),
         "--detect_metrics", str(detect_json),
-        "--ground_truth", str(Path(params["data"]["raw_dir"]) / "ground_truth"),
+        "--ground_truth", str(ground_truth_dir(params)),
         "--metrics", str(report), "--headline", str(out / f"{name}.headline.json"),
         "--plots", str(out / f"{name}.plots"), "--gallery", str(out / f"{name}.gallery"),
         "--submission", str(out / f"{name}.submission.csv"),
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     params = yaml.safe_load(args.params.read_text())
     if params["data"]["source"] != "synthetic":
         sys.exit("the healthy twin exists for the synthetic data only (data.source: synthetic)")
-    ground_truth = Path(params["data"]["raw_dir"]) / "ground_truth"
+    ground_truth = ground_truth_dir(params)
     syn = params["synthesize"]
     plan = plan_dataset(
         syn["n_patients"], syn["n_slices"], syn["matrix"], syn["hemorrhage_fraction"],

@@ -392,10 +392,11 @@ def train(
     trainer, ema, logger = build_trainer(
         cfg, paths, resuming=resume is not None, hard_stop_steps=hard_stop_steps
     )
-    if trainer.is_global_zero and paths.live_dir is not None:
-        logger.experiment.log_params(logged_params(cfg))  # lists kept (Lightning's would str them)
-    elif trainer.is_global_zero:
-        logger.log_hyperparams(logged_params(cfg))
+    if trainer.is_global_zero:
+        if paths.live_dir is not None:  # DVCLive's own call keeps lists (Lightning's strs them)
+            logger.experiment.log_params(logged_params(cfg))
+        else:
+            logger.log_hyperparams(logged_params(cfg))
     fit_start = time.perf_counter()
     trainer.fit(module, ckpt_path=str(resume) if resume else None)
     fit_seconds = time.perf_counter() - fit_start
